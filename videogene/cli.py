@@ -1,0 +1,234 @@
+"""The ``videogene`` command line: one subcommand per step of the pipeline.
+
+    videogene synth     write the built-in synthetic atlas (the embedded default)
+    videogene prepare   AnnData slices -> gene videos (a streamable Parquet dataset)
+    videogene generate  sample whole time trajectories for genes from a trained model
+    videogene evaluate  held-out frames: model vs baselines vs truth
+    videogene embed     export and analyse the learned gene embeddings
+    videogene demo      the main job: synth -> prepare -> train -> generate -> evaluate -> embed
+
+Training itself is ``accelerate launch train.py --config configs/<name>.yaml``.
+Every subcommand is a thin layer over a library function; ``tools/*.py`` call the same ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import InputError
+from .utils import parse_timepoints, setup_logging
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------- synth
+def add_synth_args(p: argparse.ArgumentParser) -> None:
+    from .data.synthetic import SynthConfig
+
+    d = SynthConfig()
+    p.add_argument("--out", required=True, help="output folder (atlas.h5ad, atlas_preview.png)")
+    p.add_argument("--genes", type=int, default=d.n_genes, help=f"number of genes ({d.n_genes})")
+    p.add_argument("--timepoints", default=",".join(str(t) for t in d.timepoints),
+                   help="developmental days, START:STOP:STEP or a comma list (default 9.5..16.5)")
+    p.add_argument("--slices", type=int, default=d.slices_per_timepoint,
+                   help=f"slices per time point ({d.slices_per_timepoint})")
+    p.add_argument("--bins", type=int, default=d.bins_per_slice,
+                   help=f"approximate bins per slice ({d.bins_per_slice})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed ({d.seed})")
+    p.add_argument("--no-preview", action="store_true", help="skip atlas_preview.png")
+
+
+def run_synth(a: argparse.Namespace) -> None:
+    from .data.synthetic import SynthConfig, write_atlas
+
+    cfg = SynthConfig(n_genes=a.genes, timepoints=tuple(parse_timepoints(a.timepoints)),
+                      slices_per_timepoint=a.slices, bins_per_slice=a.bins, seed=a.seed)
+    _print_json(write_atlas(cfg, a.out, preview=not a.no_preview, progress=True))
+
+
+# ----------------------------------------------------------------------------- prepare
+def add_prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="one or more .h5ad files")
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--time-key", default="timepoint", help="obs column with the time (timepoint)")
+    p.add_argument("--slice-key", default="slice", help="obs column with the slice id (slice)")
+    p.add_argument("--spatial-key", default="spatial", help="obsm key of coordinates (spatial)")
+    p.add_argument("--resolution", type=int, default=64, help="canvas side in pixels (64)")
+    p.add_argument("--genes", default=None,
+                   help="file with one gene name per line (default: all genes)")
+    p.add_argument("--min-cells", type=int, default=0,
+                   help="keep genes expressed in at least N cells (0: keep all)")
+    p.add_argument("--gene-set", choices=["same", "union", "intersection"], default="same",
+                   help="how to combine files with different gene sets (default: require same)")
+    p.add_argument("--timepoint", type=float, default=None,
+                   help="time to give to files that lack the time column")
+    p.add_argument("--layer", default=None, help="read this layer instead of X")
+    p.add_argument("--holdout-timepoints", default=None,
+                   help="time points to record as held out from training (comma list)")
+    p.add_argument("--shard-genes", type=int, default=1000, help="genes per Parquet shard")
+
+
+def run_prepare(a: argparse.Namespace) -> None:
+    from .data.prepare import prepare_dataset
+
+    holdout = parse_timepoints(a.holdout_timepoints) if a.holdout_timepoints else []
+    meta = prepare_dataset(
+        a.inputs, a.out, time_key=a.time_key, slice_key=a.slice_key, spatial_key=a.spatial_key,
+        resolution=a.resolution, genes=a.genes, min_cells=a.min_cells, gene_set=a.gene_set,
+        timepoint=a.timepoint, layer=a.layer, holdout_timepoints=holdout,
+        shard_genes=a.shard_genes, progress=True,
+    )
+    _print_json({"out": a.out, "genes": len(meta["genes"]), "timepoints": meta["timepoints"],
+                 "slices": len(meta["slices"]), "normalization": meta["normalization"],
+                 "counts": meta.get("counts", {})})
+
+
+# ----------------------------------------------------------------------------- generate
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True,
+                   help="export folder, training output_dir (newest export) or Hub id")
+    p.add_argument("--no-ema", action="store_true", help="use raw weights instead of EMA")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+
+
+def add_sampler_args(p: argparse.ArgumentParser, *, samples: int, steps: int) -> None:
+    p.add_argument("--num-samples", type=int, default=samples, help=f"samples per gene ({samples})")
+    p.add_argument("--steps", type=int, default=steps, help=f"sampling steps ({steps})")
+    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance (2.0)")
+    p.add_argument("--scheduler", choices=["dpmsolver++", "ddim", "ddpm"], default="dpmsolver++",
+                   help="sampler (dpmsolver++)")
+    p.add_argument("--batch-size", type=int, default=8, help="trajectories per forward pass (8)")
+
+
+def add_generate_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--gene", action="append", required=True, dest="genes",
+                   help="gene name; repeat for several")
+    p.add_argument("--timepoints", default=None,
+                   help="START:STOP:STEP or comma list (default: the training time points)")
+    add_sampler_args(p, samples=4, steps=25)
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def run_generate(a: argparse.Namespace) -> None:
+    from .pipelines.generate import generate_trajectories
+
+    _print_json(generate_trajectories(
+        a.model, a.genes, parse_timepoints(a.timepoints) if a.timepoints else None, a.out,
+        num_samples=a.num_samples, num_inference_steps=a.steps, guidance_scale=a.guidance,
+        scheduler=a.scheduler, batch_size=a.batch_size, seed=a.seed, use_ema=not a.no_ema,
+        device=a.device,
+    ))
+
+
+# ----------------------------------------------------------------------------- evaluate
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--dataset", required=True, help="prepared dataset folder")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--max-genes", type=int, default=None, help="evaluate at most N genes")
+    add_sampler_args(p, samples=4, steps=25)
+
+
+def run_evaluate(a: argparse.Namespace) -> None:
+    from .tl.evaluate import evaluate_model
+
+    _print_json(evaluate_model(
+        a.model, a.dataset, a.out, num_samples=a.num_samples, num_inference_steps=a.steps,
+        guidance_scale=a.guidance, scheduler=a.scheduler, batch_size=a.batch_size,
+        max_genes=a.max_genes, seed=a.seed, use_ema=not a.no_ema, device=a.device,
+    ))
+
+
+# ----------------------------------------------------------------------------- embed
+def add_embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True,
+                   help="export folder, training output_dir (newest export) or Hub id")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--query", action="append", default=[], dest="queries",
+                   help="gene whose neighbours to list; repeat for several")
+    p.add_argument("--dataset", default=None,
+                   help="prepared dataset (default: the one recorded in the model, if present)")
+    p.add_argument("--k", type=int, default=10, help="neighbours per gene (10)")
+    p.add_argument("--no-ema", action="store_true", help="use raw weights instead of EMA")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+
+
+def run_embed(a: argparse.Namespace) -> None:
+    from .tl.embeddings import analyze_embeddings
+
+    _print_json(analyze_embeddings(a.model, a.out, queries=a.queries, dataset=a.dataset, k=a.k,
+                                   use_ema=not a.no_ema, seed=a.seed))
+
+
+# ----------------------------------------------------------------------------- demo
+def add_demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="*", metavar="INPUT_OR_KEY=VALUE",
+                   help="your own .h5ad files (default: the built-in synthetic atlas) and "
+                   "training config overrides such as max_steps=200")
+    p.add_argument("--out", default="runs/demo", help="output folder (runs/demo)")
+    p.add_argument("--config", default=None, help="training config (default: configs/tiny.yaml)")
+    p.add_argument("--timepoint", type=float, default=None,
+                   help="time for input files that lack the time column")
+    p.add_argument("--genes", action="append", default=None, dest="show_genes",
+                   help="genes to generate (default: a few markers)")
+
+
+def run_demo(a: argparse.Namespace) -> None:
+    from .workflow import run_main_job
+
+    inputs = [i for i in a.inputs if "=" not in i]
+    overrides = [i for i in a.inputs if "=" in i]
+    _print_json(run_main_job(a.out, inputs=inputs or None, config=a.config, overrides=overrides,
+                             timepoint=a.timepoint, genes=a.show_genes))
+
+
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
+    "synth": ("write the built-in synthetic atlas", add_synth_args, run_synth),
+    "prepare": ("AnnData slices -> streamable gene-video dataset", add_prepare_args, run_prepare),
+    "generate": ("generate time trajectories for genes", add_generate_args, run_generate),
+    "evaluate": ("score held-out frames against baselines", add_evaluate_args, run_evaluate),
+    "embed": ("analyse the learned gene embeddings", add_embed_args, run_embed),
+    "demo": ("run the main job end to end", add_demo_args, run_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videogene",
+        description="Video diffusion models of spatiotemporal gene expression. "
+        "Train with: accelerate launch train.py --config configs/<name>.yaml",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_args, run) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(sp)
+        sp.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        args._run(args)
+    except (InputError, FileNotFoundError) as exc:
+        print(f"videogene {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"videogene {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

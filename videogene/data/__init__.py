@@ -1,0 +1,1 @@
+"""videogene.data: the synthetic atlas, dataset preparation and the training stream."""

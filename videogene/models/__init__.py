@@ -1,0 +1,1 @@
+"""videogene.models: the VideoGeneUNet and its presets."""

@@ -1,0 +1,1 @@
+"""videogene.training."""
