@@ -176,8 +176,10 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="training config (default: configs/tiny.yaml)")
     p.add_argument("--timepoint", type=float, default=None,
                    help="time for input files that lack the time column")
-    p.add_argument("--genes", action="append", default=None, dest="show_genes",
-                   help="genes to generate (default: a few markers)")
+    p.add_argument("--gene", action="append", default=None, dest="show_genes",
+                   help="gene to generate; repeat for several (default: a few markers)")
+    p.add_argument("--force", action="store_true",
+                   help="redo every step (default: skip steps already done with the same settings)")
 
 
 def run_demo(a: argparse.Namespace) -> None:
@@ -186,7 +188,7 @@ def run_demo(a: argparse.Namespace) -> None:
     inputs = [i for i in a.inputs if "=" not in i]
     overrides = [i for i in a.inputs if "=" in i]
     _print_json(run_main_job(a.out, inputs=inputs or None, config=a.config, overrides=overrides,
-                             timepoint=a.timepoint, genes=a.show_genes))
+                             timepoint=a.timepoint, genes=a.show_genes, force=a.force))
 
 
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {

@@ -1,1 +1,34 @@
-"""videogene.pipelines."""
+"""videogene.pipelines: sampling trajectories from a trained model, export and loading.
+
+- :class:`VideoGenePipeline` / :class:`VideoGenePipelineOutput`: the diffusers pipeline.
+- :func:`export_pipeline` / :func:`load_pipeline`: the export folder of docs/design.md §5.
+- :func:`generate_trajectories`: sample, save (npz, h5ad) and plot (PNG grid, GIF per gene).
+
+Imports are lazy so that ``import videogene.pipelines`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "VideoGenePipeline": ".pipeline_videogene",
+    "VideoGenePipelineOutput": ".pipeline_videogene",
+    "trajectories_to_anndata": ".pipeline_videogene",
+    "export_pipeline": ".loading",
+    "load_pipeline": ".loading",
+    "resolve_export": ".loading",
+    "generate_trajectories": ".generate",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

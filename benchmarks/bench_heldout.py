@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""Held-out time point experiment: does the model beat linear interpolation on unseen frames?
+
+Synthesizes the default atlas (or ``--genes N``), prepares it with an interior time point held
+out (``--holdout 12.5``), trains a preset with ``train.py`` (``accelerate launch`` or plain
+``python``), evaluates the held-out frames (:func:`videogene.tl.evaluate.evaluate_model`) and
+reports model vs linear interpolation (median Pearson difference, RMSE ratio, zero-fraction
+error) next to the other baselines, the truth (ceiling) and the second slice (noise floor).
+
+    python benchmarks/bench_heldout.py --preset tiny --max-steps 3000            # the experiment
+    python benchmarks/bench_heldout.py --genes 60 --max-steps 20 --no-append     # smoke run
+
+Intermediate folders go to ``--work`` (reused when present: the atlas and the dataset are only
+rebuilt when missing, training always runs unless ``--skip-train``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import peak_rss_gib, report  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="tiny", help="configs/<preset>.yaml (tiny)")
+    p.add_argument("--genes", type=int, default=None, help="atlas genes (default: the default atlas)")
+    p.add_argument("--slices", type=int, default=None, help="slices per time point (default atlas)")
+    p.add_argument("--bins", type=int, default=None, help="bins per slice (default atlas)")
+    p.add_argument("--holdout", type=float, default=12.5, help="held-out interior time point (12.5)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="canvas side (default: 32 for tiny, else 64)")
+    p.add_argument("--max-steps", type=int, default=None, help="training steps (config default)")
+    p.add_argument("--batch-size", type=int, default=None, help="train_batch_size override")
+    p.add_argument("--launcher", choices=["accelerate", "python"], default="accelerate",
+                   help="accelerate launch train.py (default) or python train.py")
+    p.add_argument("--train-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra train.py override; repeat for several")
+    p.add_argument("--num-samples", type=int, default=4, help="samples per gene (4)")
+    p.add_argument("--steps", type=int, default=25, help="sampling steps (25)")
+    p.add_argument("--guidance", type=float, default=2.0, help="guidance scale (2.0)")
+    p.add_argument("--max-genes", type=int, default=None, help="evaluate at most N genes")
+    p.add_argument("--device", default=None, help="evaluation device (default: best)")
+    p.add_argument("--seed", type=int, default=0, help="seed for atlas, training and sampling (0)")
+    p.add_argument("--work", default=None, help="work folder (runs/bench_heldout_<preset>)")
+    p.add_argument("--fresh", action="store_true", help="delete the work folder first")
+    p.add_argument("--skip-train", action="store_true", help="evaluate the existing training output")
+    p.add_argument("--no-append", action="store_true", help="print only; leave docs/benchmarks.md")
+    return p.parse_args(argv)
+
+
+def train_command(a: argparse.Namespace, dataset: Path, out: Path) -> list[str]:
+    config = ROOT / "configs" / f"{a.preset}.yaml"
+    if not config.is_file():
+        raise SystemExit(f"bench_heldout: error: {config} not found (--preset)")
+    overrides = [f"data.path={dataset}", f"output_dir={out}", f"seed={a.seed}"]
+    if a.max_steps is not None:
+        # checkpoint/validate at most a few times in short runs
+        every = max(1, a.max_steps // 2)
+        overrides += [f"max_steps={a.max_steps}", f"checkpointing_steps={every}",
+                      f"validation_steps={every}", f"lr_warmup_steps={min(20, a.max_steps // 5)}"]
+    if a.batch_size is not None:
+        overrides.append(f"train_batch_size={a.batch_size}")
+    overrides += a.train_arg
+    script = str(ROOT / "train.py")
+    if a.launcher == "accelerate":
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        return [*launch, script, "--config", str(config), *overrides]
+    return [sys.executable, script, "--config", str(config), *overrides]
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    from videogene.data.prepare import prepare_dataset
+    from videogene.data.synthetic import SynthConfig, write_atlas
+    from videogene.errors import InputError
+    from videogene.tl.evaluate import METHOD_LABELS, evaluate_model
+
+    work = Path(a.work or ROOT / "runs" / f"bench_heldout_{a.preset}")
+    if a.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    resolution = a.resolution or (32 if a.preset == "tiny" else 64)
+    d = SynthConfig()
+    cfg = SynthConfig(n_genes=a.genes or d.n_genes,
+                      slices_per_timepoint=a.slices or d.slices_per_timepoint,
+                      bins_per_slice=a.bins or d.bins_per_slice, seed=a.seed)
+    if a.holdout not in cfg.timepoints[1:-1]:
+        print(f"bench_heldout: error: --holdout {a.holdout:g} is not an interior time point of "
+              f"{list(cfg.timepoints)}", file=sys.stderr)
+        return 2
+    timings: dict[str, float] = {}
+
+    atlas = work / "atlas" / "atlas.h5ad"
+    t0 = time.time()
+    if not atlas.is_file():
+        write_atlas(cfg, atlas.parent, preview=False, progress=True)
+    timings["synth_s"] = time.time() - t0
+
+    dataset = work / f"dataset_{resolution}_holdout{a.holdout:g}"
+    t0 = time.time()
+    if not (dataset / "videogene_meta.json").is_file():
+        prepare_dataset([atlas], dataset, resolution=resolution, holdout_timepoints=[a.holdout],
+                        progress=True)
+    timings["prepare_s"] = time.time() - t0
+
+    train_out = work / "train"
+    t0 = time.time()
+    if not a.skip_train:
+        cmd = train_command(a, dataset, train_out)
+        print("+", " ".join(cmd), flush=True)
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
+        if rc != 0:
+            print(f"bench_heldout: error: training failed (exit {rc})", file=sys.stderr)
+            return rc
+    timings["train_s"] = time.time() - t0
+
+    t0 = time.time()
+    try:
+        res = evaluate_model(train_out, dataset, work / "evaluate", num_samples=a.num_samples,
+                             num_inference_steps=a.steps, guidance_scale=a.guidance,
+                             max_genes=a.max_genes, seed=a.seed, device=a.device)
+    except InputError as exc:
+        print(f"bench_heldout: error: {exc}", file=sys.stderr)
+        return 2
+    timings["evaluate_s"] = time.time() - t0
+
+    summ = res["summary"]
+    rows = []
+    for m, label in METHOD_LABELS.items():
+        if m not in summ:
+            continue
+        s = summ[m]
+        rows.append({
+            "method": label,
+            "Pearson median": s["pearson"]["median"], "Pearson mean": s["pearson"]["mean"],
+            "Spearman median": s["spearman"]["median"], "SSIM median": s["ssim"]["median"],
+            "RMSE median": s["rmse"]["median"],
+            "zero-frac err median": s["zero_fraction_error"]["median"],
+            "|zero-frac err| median": s["abs_zero_fraction_error"]["median"],
+            "Wasserstein median": s["wasserstein"]["median"],
+        })
+    vs = res["model_vs_linear"]
+
+    def f(x, spec=".3f"):
+        return "n/a" if x is None else format(x, spec)
+
+    notes = (
+        f"Preset {a.preset}, atlas {cfg.n_genes} genes x {len(cfg.timepoints)} time points x "
+        f"{cfg.slices_per_timepoint} slices ({cfg.bins_per_slice} bins), canvas {resolution}px, "
+        f"held out E{a.holdout:g}; {res['n_frames']} frames ({res['n_genes']} genes) evaluated; "
+        f"training {a.max_steps if a.max_steps is not None else 'config'} steps via {a.launcher}; "
+        f"{a.num_samples} samples x {a.steps} steps, guidance {a.guidance:g}.\n\n"
+        f"**Model vs linear interpolation**: median Pearson difference "
+        f"{f(vs['median_pearson_difference'], '+.3f')}, median RMSE ratio "
+        f"{f(vs['median_rmse_ratio'])}, Pearson win rate {f(vs['pearson_win_rate'], '.0%')}, "
+        f"median zero-fraction error {f(vs['model_median_zero_fraction_error'], '+.3f')} (model) vs "
+        f"{f(vs['linear_median_zero_fraction_error'], '+.3f')} (linear).\n\n"
+        f"Timings: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in timings.items())
+        + f"; peak RSS {peak_rss_gib(include_children=True):.2f} GiB. "
+        f"Report: {res['files']['report']}"
+    )
+    report(f"Held-out time point E{a.holdout:g}: model vs baselines ({a.preset})", rows,
+           notes=notes, append=not a.no_append)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""VideoGeneUNet: shapes, masking invariance, conditioning, serialization, checkpointing, presets."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from videogene.errors import InputError
+from videogene.models import (
+    MODEL_PRESETS,
+    VideoGeneUNet,
+    VideoGeneUNetOutput,
+    count_parameters,
+    estimate_flops,
+    expand_frame_times,
+    model_from_preset,
+    preset_parameter_count,
+)
+
+NUM_GENES = 12
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The test machine's 2 cores are shared; one intra-op thread avoids oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_model(seed: int = 0, **overrides) -> VideoGeneUNet:
+    """Tiny model whose zero-initialised layers are given random weights, so that every
+    path contributes to the output (a fresh model outputs exactly zero)."""
+    torch.manual_seed(seed)
+    model = model_from_preset("tiny", NUM_GENES, 16, **overrides)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model.eval()
+
+
+def make_inputs(b: int = 2, f: int = 4, h: int = 16, w: int = 16, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    days = torch.tensor([9.5 + i for i in range(f)])
+    return dict(sample=torch.randn(b, 1, f, h, w, generator=g),
+                timestep=torch.randint(0, 1000, (b,), generator=g),
+                gene_ids=torch.arange(b) % NUM_GENES,
+                frame_times=days.repeat(b, 1),
+                tissue_mask=(torch.rand(b, 1, f, h, w, generator=g) > 0.3).float())
+
+
+def run(model: VideoGeneUNet, **inputs) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**inputs).sample
+
+
+def test_fresh_model_outputs_zeros():
+    model = model_from_preset("tiny", NUM_GENES, 16)
+    out = model(**make_inputs())
+    assert isinstance(out, VideoGeneUNetOutput)
+    assert out.sample.shape == (2, 1, 4, 16, 16)
+    assert torch.count_nonzero(out.sample) == 0
+
+
+@pytest.mark.parametrize("f,h,w", [(4, 16, 16), (3, 16, 16), (1, 8, 8), (5, 8, 24), (7, 16, 8)])
+def test_output_shapes(f, h, w):
+    model = make_model()
+    inputs = make_inputs(b=3, f=f, h=h, w=w)
+    out = run(model, **inputs)
+    assert out.shape == (3, 1, f, h, w)
+    assert torch.isfinite(out).all()
+    (tup,) = model(**inputs, return_dict=False)
+    assert torch.equal(tup, model(**inputs).sample)
+
+
+def test_channels_scalar_timestep_and_no_mask_channel():
+    model = make_model(in_channels=2, out_channels=3, mask_channel=False)
+    inputs = make_inputs()
+    inputs["sample"] = torch.randn(2, 2, 4, 16, 16)
+    inputs["timestep"] = 250
+    inputs["tissue_mask"] = None
+    out = run(model, **inputs)
+    assert out.shape == (2, 3, 4, 16, 16)
+    per_example = run(model, **{**inputs, "timestep": torch.tensor([250, 250])})
+    torch.testing.assert_close(out, per_example)
+
+
+def test_absent_frames_do_not_affect_present_outputs():
+    model = make_model()
+    inputs = make_inputs()
+    frame_mask = torch.tensor([[True, False, True, True], [True, True, False, False]])
+    base = run(model, **inputs, frame_mask=frame_mask)
+
+    changed = {k: v.clone() for k, v in inputs.items()}
+    absent = ~frame_mask  # (b, f)
+    g = torch.Generator().manual_seed(7)
+    sample, tmask = changed["sample"], changed["tissue_mask"]
+    sample[absent.nonzero(as_tuple=True)[0], :, absent.nonzero(as_tuple=True)[1]] = \
+        torch.randn(int(absent.sum()), 1, 16, 16, generator=g) * 5
+    tmask[absent.nonzero(as_tuple=True)[0], :, absent.nonzero(as_tuple=True)[1]] = 0.0
+    changed["frame_times"][absent] = 30.0
+    other = run(model, **changed, frame_mask=frame_mask)
+
+    present = frame_mask[:, None, :, None, None].expand_as(base)
+    torch.testing.assert_close(other[present], base[present], atol=1e-5, rtol=0)
+    assert (other[~present] - base[~present]).abs().max() > 1e-3  # absent outputs did change
+
+    # without the mask the same change leaks into the other frames (temporal attention works)
+    leak = (run(model, **changed) - run(model, **inputs))[present].abs().max()
+    assert leak > 1e-4
+
+
+def test_present_frame_change_reaches_other_present_frames():
+    model = make_model()
+    inputs = make_inputs()
+    frame_mask = torch.tensor([[True, False, True, True], [True, True, True, True]])
+    base = run(model, **inputs, frame_mask=frame_mask)
+    changed = {k: v.clone() for k, v in inputs.items()}
+    changed["sample"][0, :, 0] += 1.0  # present frame 0 of example 0
+    out = run(model, **changed, frame_mask=frame_mask)
+    assert (out[0, :, 2] - base[0, :, 2]).abs().max() > 1e-4  # frame 2 sees frame 0
+    torch.testing.assert_close(out[1], base[1], atol=1e-6, rtol=0)  # other example untouched
+
+
+def test_example_with_no_present_frame_is_finite():
+    model = make_model()
+    out = run(model, **make_inputs(), frame_mask=torch.zeros(2, 4, dtype=torch.bool))
+    assert torch.isfinite(out).all()
+
+
+def test_gene_conditioning():
+    model = make_model()
+    inputs = make_inputs()
+    gene_a = run(model, **{**inputs, "gene_ids": torch.tensor([3, 3])})
+    gene_b = run(model, **{**inputs, "gene_ids": torch.tensor([5, 5])})
+    null = run(model, **{**inputs, "gene_ids": torch.full((2,), model.null_gene_id)})
+    assert model.null_gene_id == NUM_GENES
+    assert (gene_a - gene_b).abs().max() > 1e-4
+    assert (gene_a - null).abs().max() > 1e-4
+
+
+def test_unseen_continuous_frame_time():
+    model = make_model()
+    inputs = make_inputs()
+    times = torch.tensor([[9.5, 10.5, 12.0, 13.5]] * 2)
+    at_12 = run(model, **{**inputs, "frame_times": times})
+    times_125 = times.clone().index_fill_(1, torch.tensor([2]), 12.5)
+    at_125 = run(model, **{**inputs, "frame_times": times_125})
+    assert torch.isfinite(at_12).all()
+    assert (at_12[:, :, 2] - at_125[:, :, 2]).abs().max() > 1e-4
+
+
+def test_tissue_mask_channel_is_used():
+    model = make_model()
+    inputs = make_inputs()
+    with_mask = run(model, **inputs)
+    ones = run(model, **{**inputs, "tissue_mask": torch.ones_like(inputs["tissue_mask"])})
+    default = run(model, **{**inputs, "tissue_mask": None})
+    assert (with_mask - ones).abs().max() > 1e-4
+    torch.testing.assert_close(default, ones)
+
+
+def test_save_load_round_trip(tmp_path):
+    names = [f"Gene{i}" for i in range(NUM_GENES)]
+    model = make_model(gene_names=names)
+    inputs = make_inputs()
+    model.save_pretrained(tmp_path / "unet")
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = VideoGeneUNet.from_pretrained(tmp_path / "unet").eval()
+    assert loaded.config.gene_names == names
+    assert loaded.null_gene_id == NUM_GENES
+    torch.testing.assert_close(run(loaded, **inputs), run(model, **inputs), atol=0, rtol=0)
+
+
+def test_gene_embeddings_table():
+    model = make_model(gene_names=[f"G{i}" for i in range(NUM_GENES)])
+    table = model.gene_embeddings()
+    assert table.shape == (NUM_GENES, MODEL_PRESETS["tiny"]["gene_embed_dim"])
+    assert not table.requires_grad
+    torch.testing.assert_close(table, model.gene_embedding.weight[:NUM_GENES].detach())
+    assert model.gene_embeddings(detach=False).requires_grad
+    names, array = model.gene_embedding_table()
+    assert names[0] == "G0" and len(names) == NUM_GENES
+    assert array.shape == tuple(table.shape) and array.dtype.name == "float32"
+    assert (array == table.numpy()).all()
+    assert model_from_preset("tiny", 3).gene_embedding_table()[0] == ["0", "1", "2"]
+
+
+def test_bad_config_and_inputs_raise_input_error():
+    with pytest.raises(InputError, match="gene_names"):
+        model_from_preset("tiny", 3, gene_names=["a", "b"])
+    with pytest.raises(InputError, match="spatial_attention"):
+        model_from_preset("tiny", 3, spatial_attention=(True,))
+    with pytest.raises(InputError, match="attention_backend"):
+        model_from_preset("tiny", 3, attention_backend="flash")
+    with pytest.raises(InputError, match="preset"):
+        model_from_preset("huge", 3)
+    model = make_model()
+    inputs = make_inputs()
+    with pytest.raises(InputError, match="divisible"):
+        run(model, **make_inputs(h=15))
+    with pytest.raises(InputError, match="frame_times"):
+        run(model, **{**inputs, "frame_times": torch.zeros(2, 3)})
+    with pytest.raises(InputError, match="frame_mask"):
+        run(model, **inputs, frame_mask=torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(InputError, match="sample"):
+        run(model, **{**inputs, "sample": torch.zeros(2, 4, 16, 16)})
+    with pytest.raises(InputError, match="timestep"):
+        run(model, **{**inputs, "timestep": torch.tensor([1, 2, 3])})
+    with pytest.raises(InputError, match="gene_ids"):
+        run(model, **{**inputs, "gene_ids": torch.tensor([1])})
+
+
+def test_expand_frame_times():
+    times = expand_frame_times([9.5, 12.0, 16.5], 2)
+    assert times.shape == (2, 3) and times.dtype == torch.float32
+    assert times[1, 1].item() == 12.0
+    with pytest.raises(InputError, match="frame_times"):
+        expand_frame_times(torch.zeros(3, 4), 2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xformers") is not None, reason="xformers installed")
+def test_xformers_backend_missing_is_a_clear_error():
+    with pytest.raises(InputError, match="xformers is not installed"):
+        model_from_preset("tiny", 3, attention_backend="xformers")
+
+
+def test_gradient_checkpointing_same_gradients():
+    inputs = make_inputs()
+    frame_mask = torch.tensor([[True, False, True, True], [True, True, True, True]])
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model().train()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+            assert model.is_gradient_checkpointing
+        out = model(**inputs, frame_mask=frame_mask).sample
+        out.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 50
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_overfits_one_batch():
+    torch.manual_seed(0)
+    model = model_from_preset("tiny", NUM_GENES, 16).train()
+    inputs = make_inputs(seed=3)
+    target = torch.randn(2, 1, 4, 16, 16, generator=torch.Generator().manual_seed(4))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = (model(**inputs).sample - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_presets_and_counts():
+    assert set(MODEL_PRESETS) == {"tiny", "small", "base", "large"}
+    tiny = model_from_preset("tiny", NUM_GENES, 16)
+    small = model_from_preset("small", NUM_GENES, 64)
+    assert count_parameters(tiny) < 200_000
+    assert 1_000_000 < count_parameters(small) < 10_000_000
+    assert count_parameters(small, trainable_only=True) == count_parameters(small)
+    assert 30e6 <= preset_parameter_count("base", 1000, 64) <= 60e6
+    assert 150e6 <= preset_parameter_count("large", 1000, 64) <= 300e6
+    # presets never carry dataset-dependent keys
+    for cfg in MODEL_PRESETS.values():
+        assert not {"num_genes", "sample_size", "gene_names"} & set(cfg)
+    out = run(small.eval(), **make_inputs(f=3))
+    assert out.shape == (2, 1, 3, 16, 16)
+
+
+def test_estimate_flops():
+    model = make_model()
+    f4 = estimate_flops(model, 4, 16)
+    f8 = estimate_flops(model, 8, 16)
+    assert f4 > 2 * count_parameters(model)  # convs reuse weights at every pixel
+    assert 1.9 * f4 < f8 < 2.3 * f4  # ~linear in frames (temporal attention is quadratic)
+    assert estimate_flops(model, 4, 32) > 3.5 * f4

@@ -1,0 +1,176 @@
+"""videogene.data.GeneVideoDataset: the training stream of docs/design.md section 3."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from videogene.data import GeneVideoDataset, load_masks, load_metadata, read_gene_canvases
+from videogene.data.prepare import prepare_dataset
+from videogene.errors import InputError
+
+KEYS = {"video", "tissue_mask", "frame_times", "frame_present", "gene_id", "nnz_fraction",
+        "sample_weight"}
+
+
+def _epoch(ds) -> list[dict]:
+    return list(ds)
+
+
+@pytest.fixture(scope="module")
+def sharded_dataset(tmp_path_factory, tiny_atlas_path):
+    """The tiny atlas in 4 shards of 12 genes (so ranks split by shard)."""
+    out = tmp_path_factory.mktemp("sharded")
+    prepare_dataset(tiny_atlas_path, out, resolution=16, shard_genes=12, progress=False)
+    return out
+
+
+def test_example_shapes_dtypes_ranges(tiny_dataset):
+    meta = load_metadata(tiny_dataset)
+    masks = load_masks(tiny_dataset)
+    ds = GeneVideoDataset(tiny_dataset, infinite=False)
+    examples = _epoch(ds)
+    assert len(examples) == len(meta["genes"])
+    f, res = len(meta["timepoints"]), meta["resolution"]
+    for ex in examples:
+        assert set(ex) == KEYS
+        assert ex["video"].shape == (f, 1, res, res) and ex["video"].dtype == torch.float32
+        assert ex["tissue_mask"].shape == (f, 1, res, res) and ex["tissue_mask"].dtype == torch.float32
+        assert ex["frame_times"].dtype == torch.float32
+        assert ex["frame_times"].tolist() == meta["timepoints"]
+        assert ex["frame_present"].dtype == torch.bool and ex["frame_present"].all()
+        assert ex["gene_id"].dtype == torch.int64 and ex["gene_id"].ndim == 0
+        assert ex["nnz_fraction"].dtype == torch.float32 and 0 <= ex["nnz_fraction"] <= 1
+        assert ex["sample_weight"].item() == 1.0
+        v = ex["video"]
+        assert v.min() >= -1 and v.max() <= 1
+        assert set(ex["tissue_mask"].unique().tolist()) <= {0.0, 1.0}
+        assert torch.all(v[ex["tissue_mask"] == 0] == -1)  # nothing outside tissue
+        # each frame's mask is the mask of one of the slices of that time point
+        for fi in range(f):
+            m = ex["tissue_mask"][fi, 0].numpy().astype(bool)
+            sl = [i for i, s in enumerate(meta["slices"])
+                  if s["timepoint"] == meta["timepoints"][fi]]
+            assert any((masks[i] == m).all() for i in sl)
+    assert sorted(int(e["gene_id"]) for e in examples) == list(range(len(meta["genes"])))
+
+
+def test_video_matches_canvases(tiny_dataset):
+    meta = load_metadata(tiny_dataset)
+    canv = dict(read_gene_canvases(tiny_dataset))
+    ds = GeneVideoDataset(tiny_dataset, infinite=False, shuffle=False)
+    for ex in itertools.islice(ds, 10):
+        gene = meta["genes"][int(ex["gene_id"])]
+        x = (ex["video"][:, 0].numpy() + 1) / 2 * meta["value_max"]
+        for fi, t in enumerate(meta["timepoints"]):
+            cands = [canv[gene][i] for i, s in enumerate(meta["slices"]) if s["timepoint"] == t]
+            assert any(np.allclose(x[fi][c > 0], c[c > 0], atol=1e-4) for c in cands)
+
+
+def test_holdout_frames_absent(tiny_dataset_holdout):
+    meta = load_metadata(tiny_dataset_holdout)
+    hold = meta["timepoints"].index(11.5)
+    for ex in GeneVideoDataset(tiny_dataset_holdout, infinite=False):
+        assert not ex["frame_present"][hold]
+        assert torch.all(ex["video"][hold] == -1) and torch.all(ex["tissue_mask"][hold] == 0)
+        assert ex["frame_present"].sum() == len(meta["timepoints"]) - 1
+    ex = next(iter(GeneVideoDataset(tiny_dataset_holdout, include_holdout=True)))
+    assert ex["frame_present"].all()
+    ex = next(iter(GeneVideoDataset(tiny_dataset_holdout, holdout_timepoints=[9.5, 12.5])))
+    assert ex["frame_present"].tolist() == [False, True, True, False]
+
+
+def test_single_holdout_frames_absent(tiny_dataset, tmp_path):
+    import json
+    import shutil
+
+    ds_dir = tmp_path / "copy"
+    shutil.copytree(tiny_dataset, ds_dir)
+    meta = load_metadata(ds_dir)
+    gene = meta["genes"][3]
+    meta["holdout"] = {"timepoints": [], "frames": [[gene, 10.5]]}
+    (ds_dir / "videogene_meta.json").write_text(json.dumps(meta))
+    for ex in GeneVideoDataset(ds_dir, infinite=False):
+        expect = [True, int(ex["gene_id"]) != 3, True, True]
+        assert ex["frame_present"].tolist() == expect
+
+
+def _signature(examples):
+    return [(int(e["gene_id"]), float(e["video"].sum()), float(e["sample_weight"]))
+            for e in examples]
+
+
+def test_reproducible_given_seed_and_epoch(tiny_dataset):
+    a = _signature(_epoch(GeneVideoDataset(tiny_dataset, seed=3, infinite=False)))
+    b = _signature(_epoch(GeneVideoDataset(tiny_dataset, seed=3, infinite=False)))
+    c = _signature(_epoch(GeneVideoDataset(tiny_dataset, seed=4, infinite=False)))
+    assert a == b
+    assert a != c and sorted(g for g, *_ in a) == sorted(g for g, *_ in c)
+    ds = GeneVideoDataset(tiny_dataset, seed=3, infinite=False)
+    ds.set_epoch(1)
+    assert _signature(_epoch(ds)) != a
+    # infinite streams continue with the next epoch: the 2nd lap equals epoch 1
+    inf = GeneVideoDataset(tiny_dataset, seed=3)
+    n = len(a)
+    laps = _signature(itertools.islice(inf, 2 * n))
+    assert laps[:n] == a and laps[n:] == _signature(_epoch(ds))
+
+
+@pytest.mark.parametrize("which", ["one_shard", "four_shards"])
+def test_ranks_see_disjoint_genes_covering_all(which, tiny_dataset, sharded_dataset):
+    path = tiny_dataset if which == "one_shard" else sharded_dataset
+    n = len(load_metadata(path)["genes"])
+    seen = []
+    for rank in range(2):
+        ds = GeneVideoDataset(path, rank=rank, world_size=2, infinite=False, seed=1)
+        seen.append({int(e["gene_id"]) for e in ds})
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(range(n))
+
+
+def test_dataloader_workers_split_genes(sharded_dataset):
+    n = len(load_metadata(sharded_dataset)["genes"])
+    ds = GeneVideoDataset(sharded_dataset, infinite=False, seed=2)
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2)
+    ids = [int(g) for batch in loader for g in batch["gene_id"]]
+    assert len(ids) == n and set(ids) == set(range(n))  # each gene exactly once
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert batch["video"].shape[:3] == (4, 4, 1)
+
+
+def test_nnz_sampling_is_unbiased(tiny_dataset):
+    meta = load_metadata(tiny_dataset)
+    n = len(meta["genes"])
+    emitted = np.zeros(n)
+    weighted = np.zeros(n)
+    nnz = np.zeros(n)
+    epochs = 12
+    ds = GeneVideoDataset(tiny_dataset, gene_sampling="nnz", sampling_alpha=1.0, infinite=False)
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for ex in ds:
+            g = int(ex["gene_id"])
+            emitted[g] += 1
+            weighted[g] += float(ex["sample_weight"])
+            nnz[g] = float(ex["nnz_fraction"])
+    rate = np.clip(nnz / meta["nnz_fraction_mean"], 0.25, 4.0)
+    # weights are 1/rate, so each gene's weighted count estimates the number of epochs
+    seen = emitted > 0
+    assert np.allclose(weighted[seen] / emitted[seen], 1 / rate[seen], rtol=1e-5)
+    assert abs(weighted.sum() / (n * epochs) - 1) < 0.15
+    dense, sparse = nnz >= np.quantile(nnz, 0.75), nnz <= np.quantile(nnz, 0.25)
+    assert emitted[dense].mean() > 2 * emitted[sparse].mean()
+    uniform = _epoch(GeneVideoDataset(tiny_dataset, infinite=False))
+    assert all(float(e["sample_weight"]) == 1.0 for e in uniform)
+
+
+def test_bad_arguments(tiny_dataset, tmp_path):
+    with pytest.raises(InputError, match="gene_sampling"):
+        GeneVideoDataset(tiny_dataset, gene_sampling="often")
+    with pytest.raises(InputError, match="not found"):
+        GeneVideoDataset(tmp_path / "missing")
+    with pytest.raises(InputError, match="genes not in the dataset"):
+        list(read_gene_canvases(tiny_dataset, genes=["NotAGene"]))

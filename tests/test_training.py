@@ -1,0 +1,315 @@
+"""Training: loss pieces, checkpoint helpers, model card, and real tiny runs of train.py.
+
+Runs use the tiny prepared dataset (48 genes, 4 time points, 16x16) and the tiny model on CPU:
+an in-process run with a patched Hub client, a resume that must be bit-identical, a
+two-process ``accelerate launch`` run, and ~50 steps that must lower the denoising loss.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from videogene.errors import InputError
+from videogene.training import checkpointing as ckpt
+from videogene.training.config import load_config
+from videogene.training.diffusion import (
+    make_noise_scheduler,
+    masked_loss,
+    min_snr_weights,
+    step_generator,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+FAST = ["report_to=none", "validation.num_inference_steps=2", "validation.num_genes=2",
+        "validation.loss_batches=1", "lr_warmup_steps=1", "logging_steps=1"]
+
+
+# ----------------------------------------------------------------------------- pieces
+def test_masked_loss_ignores_absent_frames_and_weights_tissue():
+    pred = torch.zeros(2, 1, 3, 4, 4)
+    target = torch.zeros(2, 1, 3, 4, 4)
+    target[:, :, 1] = 1.0  # frame 1 wrong everywhere
+    present = torch.tensor([[True, True, True], [True, False, True]])
+    loss = masked_loss(pred, target, frame_present=present)
+    assert loss[0].item() == pytest.approx(1 / 3)
+    assert loss[1].item() == pytest.approx(0.0)  # the wrong frame is absent: ignored
+    # tissue emphasis: error only outside tissue counts less when tissue is weighted up
+    tissue = torch.zeros(2, 1, 3, 4, 4)
+    tissue[..., :2, :] = 1.0
+    target2 = torch.zeros_like(target)
+    target2[..., 2:, :] = 1.0  # error outside tissue only
+    plain = masked_loss(pred, target2, frame_present=present, tissue_mask=tissue)
+    emph = masked_loss(pred, target2, frame_present=present, tissue_mask=tissue, tissue_loss_weight=3.0)
+    assert plain[0].item() == pytest.approx(0.5)
+    assert emph[0].item() == pytest.approx(0.25)  # outside weight 1 of total (3 + 1)
+    nothing = masked_loss(pred, target, frame_present=torch.zeros(2, 3, dtype=torch.bool))
+    assert torch.all(nothing == 0)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weights(prediction_type):
+    cfg = load_config(None, [f"diffusion.prediction_type={prediction_type}"])
+    sched = make_noise_scheduler(cfg.diffusion)
+    t = torch.tensor([0, 10, 500, 999])
+    w = min_snr_weights(sched, t, 5.0, prediction_type)
+    snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
+    denom = snr + 1 if prediction_type == "v_prediction" else snr
+    assert torch.allclose(w, torch.minimum(snr, torch.tensor(5.0)) / denom, rtol=1e-4)
+    assert torch.all(w <= 1.0 + 1e-6)
+    assert w[0] < w[-1] or prediction_type == "v_prediction"  # low noise is down-weighted
+    assert torch.all(min_snr_weights(sched, t, None, prediction_type) == 1)
+
+
+def test_step_generator_is_a_function_of_seed_step_rank():
+    a = torch.randn(5, generator=step_generator(0, 3, 1))
+    b = torch.randn(5, generator=step_generator(0, 3, 1))
+    assert torch.equal(a, b)
+    others = [step_generator(1, 3, 1), step_generator(0, 4, 1), step_generator(0, 3, 0),
+              step_generator(0, 3, 1, 1)]
+    assert all(not torch.equal(a, torch.randn(5, generator=g)) for g in others)
+
+
+def test_checkpoint_helpers(tmp_path):
+    assert ckpt.resolve_resume(tmp_path, "latest") is None
+    assert ckpt.resolve_resume(tmp_path, None) is None
+    with pytest.raises(InputError, match="not found"):
+        ckpt.resolve_resume(tmp_path, str(tmp_path / "checkpoint-9"))
+    for s in (2, 10, 4):
+        ckpt.checkpoint_dir(tmp_path, s).mkdir()
+        ckpt.export_dir(tmp_path, s).mkdir()
+    assert [ckpt.step_of(p) for p in ckpt.list_step_dirs(tmp_path)] == [2, 4, 10]  # numeric order
+    assert ckpt.resolve_resume(tmp_path, "latest").name == "checkpoint-10"
+    assert ckpt.resolve_resume(tmp_path, "checkpoint-4").name == "checkpoint-4"
+    removed = ckpt.prune(tmp_path, 2)
+    assert [p.name for p in removed] == ["checkpoint-2"]
+    assert [p.name for p in ckpt.list_step_dirs(tmp_path)] == ["checkpoint-4", "checkpoint-10"]
+    link = ckpt.point_export_latest(tmp_path, ckpt.export_dir(tmp_path, 4))
+    link = ckpt.point_export_latest(tmp_path, ckpt.export_dir(tmp_path, 10))  # re-pointing works
+    assert link.resolve() == ckpt.export_dir(tmp_path, 10).resolve()
+    assert (tmp_path / "export-latest.txt").read_text().strip() == "export-10"
+    exports = [p.name for p in ckpt.list_step_dirs(tmp_path, "export")]
+    assert exports == ["export-2", "export-4", "export-10"]
+
+
+def test_model_card_renders(tiny_dataset):
+    from videogene.data import load_metadata
+    from videogene.training.hub import render_model_card
+
+    meta = load_metadata(tiny_dataset)
+    cfg = load_config(TINY, [f"data.path={tiny_dataset}", "hub_model_id=me/vg",
+                             "data.gene_sampling=nnz"])
+    card = render_model_card(cfg, meta, step=123, num_parameters=59641, num_processes=2,
+                             metrics={"val/denoising_loss": 0.123456})
+    assert card.startswith("---\n") and "license: apache-2.0" in card and "videogene" in card
+    assert "# me/vg" in card
+    assert "| genes (vocabulary) | 48 |" in card
+    assert "preset `tiny`" in card and "59,641" in card and "123 of" in card
+    assert "x 2 processes" in card and "min-SNR-5.0" in card and "| gene sampling | nnz |" in card
+    assert "| val/denoising_loss | 0.1235 |" in card
+    assert "**synthetic** atlas" in card  # the tiny dataset comes from the synthetic atlas
+    assert "## Limitations" in card and "## Intended use" in card
+    assert "{{" not in card and "{%" not in card
+
+
+# ----------------------------------------------------------------------------- in-process runs
+class FakeHfApi:
+    """Stands in for huggingface_hub.HfApi: records calls and a snapshot of what was uploaded."""
+
+    calls: list = []
+
+    def __init__(self, token=None):
+        self.token = token
+
+    def create_repo(self, repo_id, **kw):
+        FakeHfApi.calls.append(("create_repo", repo_id, kw))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, repo_id, folder_path, **kw):
+        root = Path(folder_path)
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        FakeHfApi.calls.append(("upload_folder", repo_id, {"files": files, "folder": root.name,
+                                                           "readme": (root / "README.md").read_text(),
+                                                           **kw}))
+        return f"https://huggingface.co/{repo_id}/commit/abc"
+
+
+def _run_in_process(overrides: list[str]) -> dict:
+    from accelerate.state import AcceleratorState
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        import train
+    finally:
+        sys.path.remove(str(ROOT))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CI box is small and shared: one thread is much faster
+    try:
+        return train.main(load_config(TINY, overrides))
+    finally:
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(True)
+
+
+@pytest.fixture(scope="module")
+def run_a(tiny_dataset, tmp_path_factory):
+    """4 steps, checkpoints at 2 and 4, pushed to a fake Hub at every checkpoint."""
+    out = tmp_path_factory.mktemp("run_a")
+    FakeHfApi.calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("videogene.training.hub.HfApi", FakeHfApi)
+        summary = _run_in_process([f"data.path={tiny_dataset}", f"output_dir={out}", "max_steps=4",
+                                   "checkpointing_steps=2", "validation_steps=2",
+                                   "checkpoints_total_limit=5",
+                                   "push_to_hub=true", "hub_model_id=me/tiny-videogene",
+                                   "push_every_checkpoint=true", *FAST])
+    return out, summary, list(FakeHfApi.calls)
+
+
+def test_run_writes_checkpoints_and_exports(run_a):
+    from safetensors.torch import load_file
+
+    from videogene.pipelines import load_pipeline
+
+    out, summary, _ = run_a
+    assert summary["step"] == 4
+    for step in (2, 4):
+        c = out / f"checkpoint-{step}"
+        assert (c / "model.safetensors").is_file() and (c / "optimizer.bin").is_file()
+        assert load_config(c / "training_config.yaml").max_steps == 4
+        e = out / f"export-{step}"
+        for rel in ("model_index.json", "unet/config.json", "unet_raw/config.json",
+                    "scheduler/scheduler_config.json", "videogene_meta.json", "masks.npy",
+                    "training_config.yaml", "README.md"):
+            assert (e / rel).is_file(), rel
+    assert (out / "export-latest").resolve() == (out / "export-4").resolve()
+    assert (out / "validation" / "step-4.png").is_file()
+    ema = load_file(out / "export-4" / "unet" / "diffusion_pytorch_model.safetensors")
+    raw = load_file(out / "export-4" / "unet_raw" / "diffusion_pytorch_model.safetensors")
+    assert ema.keys() == raw.keys()
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema), "EMA weights equal the raw weights"
+    pipe = load_pipeline(out, device="cpu")  # the generation side finds the newest export
+    assert pipe.source_dir.name == "export-4"
+    assert len(pipe.gene_names) == 48
+
+
+def test_push_to_hub_with_patched_client(run_a):
+    _, _, calls = run_a
+    creates = [c for c in calls if c[0] == "create_repo"]
+    uploads = [c for c in calls if c[0] == "upload_folder"]
+    assert creates and all(c[1] == "me/tiny-videogene" and c[2]["exist_ok"] for c in creates)
+    assert [u[2]["folder"] for u in uploads] == ["export-2", "export-4"]  # push_every_checkpoint
+    files = uploads[-1][2]["files"]
+    for rel in ("README.md", "model_index.json", "training_config.yaml", "videogene_meta.json",
+                "masks.npy", "scheduler/scheduler_config.json",
+                "unet/diffusion_pytorch_model.safetensors",
+                "unet_raw/diffusion_pytorch_model.safetensors"):
+        assert rel in files, rel
+    readme = uploads[-1][2]["readme"]
+    assert "# me/tiny-videogene" in readme and "| genes (vocabulary) | 48 |" in readme
+    assert "4 of 4" in readme and "train/loss" in readme
+    assert 'load_pipeline("me/tiny-videogene")' in readme
+
+
+def test_resume_is_bit_identical(run_a, tmp_path):
+    """4 steps straight == 2 steps, stop, resume 2 steps (weights, EMA, optimizer state)."""
+    out_a, _, _ = run_a
+    out_b = tmp_path / "run_b"
+    out_b.mkdir()
+    shutil.copytree(out_a / "checkpoint-2", out_b / "checkpoint-2")
+    summary = _run_in_process([f"data.path={_dataset_of(out_a)}", f"output_dir={out_b}", "max_steps=4",
+                               "checkpointing_steps=2", "validation_steps=2",
+                               "resume_from_checkpoint=latest", "checkpoints_total_limit=5", *FAST])
+    assert summary["step"] == 4
+    same = ["checkpoint-4/model.safetensors", "checkpoint-4/optimizer.bin",
+            "export-4/unet/diffusion_pytorch_model.safetensors",
+            "export-4/unet_raw/diffusion_pytorch_model.safetensors"]
+    for rel in same:
+        assert (out_a / rel).read_bytes() == (out_b / rel).read_bytes(), rel
+    assert ((out_a / "checkpoint-2/model.safetensors").read_bytes()
+            != (out_b / "checkpoint-4/model.safetensors").read_bytes()), "no training after resume"
+
+
+def _dataset_of(out: Path) -> str:
+    return load_config(out / "training_config.yaml").data.path
+
+
+# ----------------------------------------------------------------------------- subprocess runs
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def test_two_process_run(tiny_dataset, tmp_path):
+    """accelerate launch, 2 CPU processes: same weights on both ranks, disjoint gene shards."""
+    from videogene.models import VideoGeneUNet
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29533",
+           str(ROOT / "train.py"), "--config", str(TINY), f"data.path={tiny_dataset}",
+           f"output_dir={out}",
+           "max_steps=4", "checkpointing_steps=2", "validation_steps=4", "checkpoints_total_limit=1",
+           "debug_dump_weights=true", "report_to=tensorboard", "validation.num_inference_steps=2",
+           "validation.num_genes=2", "validation.loss_batches=1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    assert "parameters" in proc.stdout and "GFLOPs" in proc.stdout
+    dbg = out / "debug"
+    for step in (2, 4):
+        d0 = (dbg / f"weights-step{step}-rank0.txt").read_text()
+        d1 = (dbg / f"weights-step{step}-rank1.txt").read_text()
+        assert d0 == d1, f"ranks disagree at step {step}"
+    assert (dbg / "weights-step2-rank0.txt").read_text() != (dbg / "weights-step4-rank0.txt").read_text()
+    g0 = (dbg / "genes-rank0.txt").read_text().split()
+    g1 = (dbg / "genes-rank1.txt").read_text().split()
+    assert len(g0) == len(g1) == 4 * 8  # 4 steps x batch 8 per rank
+    assert not set(g0[:24]) & set(g1[:24]), "ranks saw the same genes in their first epoch"
+    # checkpoints_total_limit=1 pruned step 2; the export holds rank 0's raw weights
+    assert [p.name for p in ckpt.list_step_dirs(out)] == ["checkpoint-4"]
+    raw = VideoGeneUNet.from_pretrained(out / "export-4" / "unet_raw")
+    assert ckpt.weights_digest(raw) == (dbg / "weights-step4-rank0.txt").read_text()
+    assert list((out / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events"
+    assert (out / "validation" / "step-4.png").is_file()
+
+
+def test_cli_help_and_bad_key(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True,
+                          text=True, env=_env(), timeout=120)
+    assert proc.returncode == 0 and "--resume" in proc.stdout and "--push_to_hub" in proc.stdout
+    assert "KEY=VALUE" in proc.stdout
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(TINY), "max_stepz=3"],
+                          capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 2
+    assert "max_stepz" in proc.stderr and "max_steps" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------- learning
+def test_loss_decreases(tiny_dataset, tmp_path):
+    """~50 steps of the tiny model lower the fixed-noise denoising loss on the whole atlas."""
+    from videogene.models import VideoGeneUNet, model_from_preset
+    from videogene.training.stream import build_dataset, build_loader, fixed_batches
+    from videogene.training.validation import denoising_loss
+
+    out = tmp_path / "learn"
+    _run_in_process([f"data.path={tiny_dataset}", f"output_dir={out}", "max_steps=50",
+                     "checkpointing_steps=50", "validation_steps=50", "learning_rate=2e-3", *FAST])
+    cfg = load_config(TINY, [f"data.path={tiny_dataset}"])
+    batches = fixed_batches(build_loader(build_dataset(cfg, tiny_dataset, seed=123), 16), 3)
+    sched = make_noise_scheduler(cfg.diffusion)
+    torch.manual_seed(0)
+    fresh = model_from_preset("tiny", num_genes=48, sample_size=16)
+    trained = VideoGeneUNet.from_pretrained(out / "export-50" / "unet_raw")
+    before = denoising_loss(fresh, sched, batches, seed=1)
+    after = denoising_loss(trained, sched, batches, seed=1)
+    assert after < 0.8 * before, (before, after)

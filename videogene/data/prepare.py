@@ -1,0 +1,506 @@
+"""AnnData slices -> gene videos: a streamable Parquet dataset (``videogene prepare``).
+
+Layout and metadata follow docs/design.md section 2. Memory stays bounded by one slice (its
+cells x genes matrix and its raster) plus one shard: each slice's raster is spilled, split by
+gene shard, to a temporary folder, then each shard gathers its genes across slices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import InputError
+from ..utils import get_logger
+
+logger = get_logger("videogene.data.prepare")
+
+FORMAT_VERSION = 1
+VALUE_MAX = 9.0
+META_NAME = "videogene_meta.json"
+MASKS_NAME = "masks.npy"
+
+
+def _parquet_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("gene", pa.string()),
+        ("gene_id", pa.int32()),
+        ("slice_idx", pa.list_(pa.int32())),
+        ("indices", pa.list_(pa.list_(pa.int32()))),
+        ("values", pa.list_(pa.list_(pa.float32()))),
+        ("nnz_fraction", pa.float32()),
+        ("mean", pa.float32()),
+    ])
+
+
+def _read_gene_list(genes) -> list[str]:
+    if isinstance(genes, (str, Path)):
+        p = Path(genes)
+        if not p.exists():
+            raise InputError(f"--genes {p}: file not found")
+        names = [ln.strip() for ln in p.read_text().splitlines()]
+        names = [n for n in names if n and not n.startswith("#")]
+        if not names:
+            raise InputError(f"--genes {p}: no gene names in the file")
+        return names
+    names = [str(g) for g in genes]
+    if not names:
+        raise InputError("genes: empty list")
+    return names
+
+
+def _combine_gene_sets(files, gene_set: str, counts: dict) -> list[str]:
+    first = files[0].var_names
+    if gene_set == "same":
+        ref = set(first)
+        for f in files[1:]:
+            if set(f.var_names) != ref:
+                only_here = len(set(f.var_names) - ref)
+                only_first = len(ref - set(f.var_names))
+                raise InputError(
+                    f"{f.path}: gene set differs from {files[0].path} ({only_here} genes only here, "
+                    f"{only_first} only there); use --gene-set union (missing genes become absent "
+                    "frames) or --gene-set intersection (keep shared genes only)")
+        return list(first)
+    if gene_set == "union":
+        seen = dict.fromkeys(first)
+        for f in files[1:]:
+            seen.update(dict.fromkeys(f.var_names))
+        vocab = list(seen)
+        counts["genes_absent_from_some_files"] = sum(
+            1 for g in vocab if any(g not in set_ for set_ in (set(f.var_names) for f in files)))
+        return vocab
+    if gene_set == "intersection":
+        common = set(first)
+        for f in files[1:]:
+            common &= set(f.var_names)
+        if not common:
+            raise InputError("--gene-set intersection: the input files share no gene")
+        union = set().union(*(set(f.var_names) for f in files))
+        counts["genes_dropped_intersection"] = len(union) - len(common)
+        return [g for g in first if g in common]
+    raise InputError(f"gene_set: expected 'same', 'union' or 'intersection', got {gene_set!r}")
+
+
+def _cells_per_gene(files, slices, vocab_index, progress) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    n = np.zeros(len(vocab_index), dtype=np.int64)
+    for sl in tqdm(slices, desc="counting cells per gene", unit="slice", disable=not progress):
+        x = sl.file.read_rows(sl.rows)
+        cols = np.bincount(x.indices[x.data != 0], minlength=x.shape[1])
+        gmap = np.array([vocab_index.get(g, -1) for g in sl.file.var_names])
+        ok = gmap >= 0
+        np.add.at(n, gmap[ok], cols[ok])
+    return n
+
+
+def _grid_gaps(timepoints: list[float]) -> list[float]:
+    """Time points missing from the regular grid the sampled ones suggest (for the log)."""
+    if len(timepoints) < 3:
+        return []
+    diffs = np.diff(timepoints)
+    step = float(diffs.min())
+    if step <= 0:
+        return []
+    ratios = diffs / step
+    if not np.allclose(ratios, np.round(ratios), atol=1e-6):
+        return []
+    full = np.round(np.arange(timepoints[0], timepoints[-1] + step / 2, step), 6)
+    have = set(np.round(timepoints, 6).tolist())
+    return [float(t) for t in full if float(t) not in have]
+
+
+def prepare_dataset(
+    inputs: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    time_key: str = "timepoint",
+    slice_key: str = "slice",
+    spatial_key: str = "spatial",
+    resolution: int = 64,
+    genes: str | Path | Sequence[str] | None = None,
+    min_cells: int = 0,
+    gene_set: str = "same",
+    timepoint: float | None = None,
+    layer: str | None = None,
+    holdout_timepoints: Sequence[float] | None = None,
+    shard_genes: int = 1000,
+    closing: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Ingest .h5ad slices into a gene-video dataset folder and return its metadata.
+
+    ``inputs``: one .h5ad holding all slices (``obs[slice_key]``) or several files (a file
+    without the slice column is one slice). Time comes from ``obs[time_key]`` (floats or
+    strings such as ``"E9.5"``) or ``timepoint`` for files without that column. Raw counts
+    (integer values) get normalize_total (1e4) + log1p; non-integer input is taken as
+    log-normalized. All slices share one scale (the largest slice fills the canvas), so
+    growth between time points stays visible. ``holdout_timepoints`` are stored but
+    recorded in ``meta["holdout"]`` so the training stream hides them. Everything dropped
+    or empty is counted in ``meta["counts"]`` and logged.
+    """
+    from tqdm.auto import tqdm
+
+    from ..pp._align import fit_alignment
+    from ..pp._io import open_input
+    from ..pp._normalize import normalize_log1p
+    from ..pp._rasterize import rasterize_matrix
+
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise InputError("inputs: no .h5ad file given")
+    if int(resolution) < 4:
+        raise InputError(f"--resolution: must be >= 4, got {resolution}")
+    if int(shard_genes) < 1:
+        raise InputError(f"--shard-genes: must be >= 1, got {shard_genes}")
+    if min_cells < 0:
+        raise InputError(f"--min-cells: must be >= 0, got {min_cells}")
+    if gene_set not in ("same", "union", "intersection"):
+        raise InputError(f"--gene-set: expected same, union or intersection, got {gene_set!r}")
+    resolution = int(resolution)
+    out = Path(out_dir)
+    holdout_req = sorted({float(t) for t in (holdout_timepoints or [])})
+
+    files = []
+    try:
+        for p in inputs:
+            files.append(open_input(p, time_key=time_key, slice_key=slice_key,
+                                    spatial_key=spatial_key, timepoint=timepoint, layer=layer))
+        for f in files:
+            logger.info("%s%s: %s", f.path, f" layer {layer!r}" if layer else "",
+                        "raw counts (integers) -> normalize_total + log1p" if f.is_counts
+                        else "log-normalized values -> used as they are")
+        counts: dict = {}
+        vocab = _combine_gene_sets(files, gene_set, counts)
+        counts["genes_input"] = len(vocab)
+        if genes is not None:
+            wanted = _read_gene_list(genes)
+            have = set(vocab)
+            missing = [g for g in wanted if g not in have]
+            counts["genes_not_found"] = len(missing)
+            if missing:
+                logger.warning("%d requested genes are not in the input (e.g. %s)", len(missing),
+                               ", ".join(missing[:5]))
+            keep = set(wanted)
+            new_vocab = [g for g in vocab if g in keep]
+            counts["genes_dropped_not_listed"] = len(vocab) - len(new_vocab)
+            vocab = new_vocab
+            if not vocab:
+                raise InputError(f"--genes {genes}: none of the listed genes is in the input")
+
+        # slices: unique names, sorted by (time, file order, name)
+        all_slices = [s for f in files for s in f.slices]
+        names = [s.name for s in all_slices]
+        if len(set(names)) != len(names):
+            for s in all_slices:
+                if names.count(s.name) > 1:
+                    s.name = f"{Path(s.source).stem}/{s.name}"
+        all_slices.sort(key=lambda s: s.timepoint)
+        if min_cells > 0:
+            n_cells = _cells_per_gene(files, all_slices, {g: i for i, g in enumerate(vocab)},
+                                      progress)
+            keep_mask = n_cells >= min_cells
+            counts["genes_dropped_min_cells"] = int((~keep_mask).sum())
+            vocab = [g for g, k in zip(vocab, keep_mask, strict=True) if k]
+            if not vocab:
+                raise InputError(f"--min-cells {min_cells}: no gene is expressed in that many cells")
+        n_genes = len(vocab)
+        vocab_index = {g: i for i, g in enumerate(vocab)}
+
+        timepoints = sorted({s.timepoint for s in all_slices})
+        holdout = [t for t in holdout_req if t in timepoints]
+        absent = [t for t in holdout_req if t not in timepoints]
+        if absent:
+            logger.warning("hold-out time points without any slice (ignored): %s", absent)
+        counts["holdout_timepoints_without_slice"] = len(absent)
+        gaps = _grid_gaps(timepoints)
+        counts["timepoints_without_slice"] = len(gaps)
+        if gaps:
+            logger.warning("time points missing from the sampled grid (no slice): %s", gaps)
+
+        # alignment: per-slice centre/rotation/flip, one scale for the whole dataset
+        fits = [fit_alignment(s.file.coords[s.rows], name=f"{s.source} slice {s.name}")
+                for s in all_slices]
+        common_scale = min(f["scale"] for f in fits)
+        for f in fits:
+            f["scale"] = common_scale
+            f.pop("extent", None)
+
+        n_shards = max(1, math.ceil(n_genes / shard_genes))
+        out.mkdir(parents=True, exist_ok=True)
+        data_dir = out / "data"
+        if data_dir.exists():
+            for old in data_dir.glob("train-*.parquet"):
+                old.unlink()
+        data_dir.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".spill-", dir=out))
+        try:
+            meta = _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards,
+                           shard_genes, tmp, data_dir, out, counts, closing, progress,
+                           rasterize_matrix, normalize_log1p, tqdm)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        for f in files:
+            f.close()
+
+    meta["timepoints"] = timepoints
+    slices_per_t: dict[str, int] = {}
+    for s in meta["slices"]:
+        slices_per_t[str(s["timepoint"])] = slices_per_t.get(str(s["timepoint"]), 0) + 1
+    meta["slices_per_timepoint"] = slices_per_t
+    stored_at = meta.pop("_genes_at_time")
+    # whole time points are held out; "frames" is for single (gene, t) frames on top of
+    # them (the stream honours both), which prepare itself never adds
+    meta["holdout"] = {"timepoints": holdout, "frames": []}
+    counts["holdout_frames"] = sum(stored_at[g].get(str(t), False) for t in holdout for g in vocab)
+    synth = next((f.uns_synthetic for f in files if f.uns_synthetic is not None), None)
+    if synth is not None:
+        meta["synthetic"] = synth
+    meta["counts"] = counts
+    (out / META_NAME).write_text(json.dumps(meta, indent=1))
+    (out / "README.md").write_text(_dataset_card(meta, n_shards))
+    _log_counts(meta)
+    return meta
+
+
+def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, shard_genes, tmp,
+            data_dir, out, counts, closing, progress, rasterize_matrix, normalize_log1p, tqdm):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n_genes = len(vocab)
+    n_slices = len(all_slices)
+    n_pix = resolution * resolution
+    gene_nnz = np.zeros(n_genes, dtype=np.int64)
+    gene_sum = np.zeros(n_genes, dtype=np.float64)
+    gene_tissue = np.zeros(n_genes, dtype=np.int64)
+    present = np.zeros((n_slices, n_genes), dtype=bool)
+    masks = np.zeros((n_slices, resolution, resolution), dtype=bool)
+    slices_meta = []
+    vmin, vmax = math.inf, -math.inf
+    norms = set()
+    gmaps: dict[int, np.ndarray] = {}
+    for si, (sl, tf) in enumerate(tqdm(list(zip(all_slices, fits, strict=True)), desc="slices",
+                                       unit="slice", disable=not progress)):
+        f = sl.file
+        x = f.read_rows(sl.rows)
+        norm = "normalize_total+log1p" if f.is_counts else "log1p"
+        norms.add(norm)
+        if f.is_counts:
+            x = normalize_log1p(x)
+        if id(f) not in gmaps:
+            gmaps[id(f)] = np.array([vocab_index.get(g, -1) for g in f.var_names], dtype=np.int64)
+        gmap = gmaps[id(f)]
+        keep_cols = np.flatnonzero(gmap >= 0)
+        if keep_cols.size < x.shape[1]:
+            x = x[:, keep_cols]
+        r = rasterize_matrix(x, f.coords[sl.rows], resolution=resolution, transform=tf,
+                             closing=closing, name=f"{sl.source} slice {sl.name}")
+        del x
+        stack = r["stack"].tocsc()  # (H*W, kept genes of this file)
+        # reorder columns into vocabulary order: (H*W, n_genes) with absent genes empty
+        target = gmap[keep_cols]
+        indptr = np.zeros(n_genes + 1, dtype=np.int64)
+        lens = np.diff(stack.indptr)
+        per_gene = np.zeros(n_genes, dtype=np.int64)
+        per_gene[target] = lens
+        indptr[1:] = np.cumsum(per_gene)
+        order = np.argsort(target, kind="stable")
+        if not np.array_equal(order, np.arange(order.size)):
+            stack = stack[:, order]  # columns in vocabulary order (absent genes still missing)
+        full = sp.csc_matrix((stack.data, stack.indices, indptr), shape=(n_pix, n_genes))
+        del stack
+        present[si, target] = True
+        masks[si] = r["mask"]
+        gene_nnz += np.diff(full.indptr)
+        gene_sum += np.bincount(np.repeat(np.arange(n_genes), np.diff(full.indptr)),
+                                weights=full.data, minlength=n_genes)
+        gene_tissue[target] += r["n_tissue_pixels"]
+        if full.data.size:
+            vmin, vmax = min(vmin, float(full.data.min())), max(vmax, float(full.data.max()))
+        for k in range(n_shards):
+            a, b = k * shard_genes, min(n_genes, (k + 1) * shard_genes)
+            lo, hi = full.indptr[a], full.indptr[b]
+            np.savez(tmp / f"s{k:05d}_{si:05d}.npz", indptr=full.indptr[a:b + 1] - lo,
+                     indices=full.indices[lo:hi].astype(np.int32),
+                     data=full.data[lo:hi].astype(np.float32))
+        del full
+        slices_meta.append({
+            "name": sl.name, "timepoint": sl.timepoint, "source": sl.source,
+            "n_cells": r["n_cells"], "n_cells_outside": r["n_cells_outside"],
+            "n_tissue_pixels": r["n_tissue_pixels"], "n_filled_pixels": r["n_filled_pixels"],
+            "normalization": norm, "transform": r["transform"],
+        })
+
+    schema = _parquet_schema()
+    nnz_fraction = np.divide(gene_nnz, gene_tissue, out=np.zeros(n_genes), where=gene_tissue > 0)
+    mean = np.divide(gene_sum, gene_tissue, out=np.zeros(n_genes), where=gene_tissue > 0)
+    empty_frames = 0
+    for k in tqdm(range(n_shards), desc="writing shards", unit="shard", disable=not progress):
+        a, b = k * shard_genes, min(n_genes, (k + 1) * shard_genes)
+        parts = [np.load(tmp / f"s{k:05d}_{si:05d}.npz") for si in range(n_slices)]
+        parts = [(p["indptr"], p["indices"], p["data"]) for p in parts]
+        slice_idx, indices, values = [], [], []
+        for j, g in enumerate(range(a, b)):
+            sids = np.flatnonzero(present[:, g])
+            slice_idx.append(sids.astype(np.int32))
+            gi, gv = [], []
+            for si in sids:
+                ip, ix, dv = parts[si]
+                gi.append(ix[ip[j]:ip[j + 1]])
+                gv.append(dv[ip[j]:ip[j + 1]])
+                empty_frames += int(ip[j] == ip[j + 1])
+            indices.append(gi)
+            values.append(gv)
+        table = pa.table({
+            "gene": pa.array(vocab[a:b], pa.string()),
+            "gene_id": pa.array(np.arange(a, b, dtype=np.int32)),
+            "slice_idx": _list_array(slice_idx, pa.int32()),
+            "indices": _nested_array(indices, pa.int32()),
+            "values": _nested_array(values, pa.float32()),
+            "nnz_fraction": pa.array(nnz_fraction[a:b].astype(np.float32)),
+            "mean": pa.array(mean[a:b].astype(np.float32)),
+        }, schema=schema)
+        pq.write_table(table, data_dir / f"train-{k:05d}-of-{n_shards:05d}.parquet",
+                       row_group_size=max(1, min(256, b - a)))
+        del parts, table
+    np.save(out / MASKS_NAME, masks)
+
+    n_cells = sum(s["n_cells"] for s in slices_meta)
+    counts.update({
+        "genes": n_genes,
+        "genes_all_zero": int((gene_nnz == 0).sum()),
+        "slices": n_slices,
+        "cells": int(n_cells),
+        "cells_outside_canvas": int(sum(s["n_cells_outside"] for s in slices_meta)),
+        "tissue_pixels": int(masks.sum()),
+        "pixels_filled_by_closing": int(sum(s["n_filled_pixels"] for s in slices_meta)),
+        "empty_frames": int(empty_frames),
+        "gene_slices_absent": int((~present).sum()),
+    })
+    genes_at_time: dict[str, dict[str, bool]] = {}
+    times = np.array([s["timepoint"] for s in slices_meta])
+    tps = sorted(set(times.tolist()))
+    any_at_t = {t: present[times == t].any(axis=0) for t in tps}
+    counts["frames_missing"] = int(sum((~v).sum() for v in any_at_t.values()))
+    for gi, g in enumerate(vocab):
+        genes_at_time[g] = {str(t): bool(any_at_t[t][gi]) for t in tps}
+    if vmax == -math.inf:
+        vmin = vmax = 0.0
+    value_max = VALUE_MAX
+    if vmax > VALUE_MAX:
+        value_max = float(math.ceil(vmax))
+        logger.warning("expression reaches %.3g > %.1f: value_max set to %.1f", vmax, VALUE_MAX,
+                       value_max)
+    return {
+        "format_version": FORMAT_VERSION,
+        "resolution": resolution,
+        "genes": list(vocab),
+        "slices": slices_meta,
+        "normalization": norms.pop() if len(norms) == 1 else "mixed",
+        "value_max": value_max,
+        "value_range": [float(vmin), float(vmax)],
+        "nnz_fraction_mean": float(nnz_fraction.mean()) if n_genes else 0.0,
+        "shard_genes": int(shard_genes),
+        "_genes_at_time": genes_at_time,
+    }
+
+
+def _list_array(arrays: list[np.ndarray], typ):
+    import pyarrow as pa
+
+    lens = np.array([len(a) for a in arrays], dtype=np.int64)
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum(lens, out=offsets[1:])
+    flat = np.concatenate(arrays) if arrays else np.zeros(0)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
+                                    pa.array(flat.astype(typ.to_pandas_dtype()), typ))
+
+
+def _nested_array(nested: list[list[np.ndarray]], typ):
+    import pyarrow as pa
+
+    inner = [a for row in nested for a in row]
+    inner_arr = _list_array(inner, typ)
+    outer_lens = np.array([len(row) for row in nested], dtype=np.int64)
+    outer = np.zeros(len(nested) + 1, dtype=np.int32)
+    np.cumsum(outer_lens, out=outer[1:])
+    return pa.ListArray.from_arrays(pa.array(outer, pa.int32()), inner_arr)
+
+
+def _log_counts(meta: dict) -> None:
+    c = meta["counts"]
+    logger.info("prepared %d genes x %d slices at %d time points (%s), %dx%d canvas",
+                c["genes"], c["slices"], len(meta["timepoints"]), meta["normalization"],
+                meta["resolution"], meta["resolution"])
+    dropped = {k: v for k, v in c.items() if k not in ("genes", "slices", "cells", "tissue_pixels",
+                                                        "genes_input") and v}
+    if dropped:
+        logger.info("dropped / empty: %s", ", ".join(f"{k}={v}" for k, v in dropped.items()))
+
+
+def _dataset_card(meta: dict, n_shards: int) -> str:
+    c = meta["counts"]
+    tps = ", ".join(f"{t:g}" for t in meta["timepoints"])
+    held = ", ".join(f"{t:g}" for t in meta["holdout"]["timepoints"]) or "none"
+    lines = [
+        "---",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        "    path: data/train-*.parquet",
+        "tags:",
+        "- spatial-transcriptomics",
+        "- videogene",
+        "---",
+        "",
+        "# videogene gene-video dataset",
+        "",
+        "Spatial transcriptomics slices rasterized into one short video per gene (frames = time",
+        "points), written by `videogene prepare`. One Parquet row per gene: `gene`, `gene_id`,",
+        "`slice_idx` (slices where the gene is stored), sparse frames as `indices` (flat row-major",
+        "pixel index) and `values` (mean log-expression per pixel), `nnz_fraction`, `mean`.",
+        "Slice metadata, alignment transforms and hold-out are in `videogene_meta.json`; tissue",
+        "masks in `masks.npy` (bool, n_slices x H x W).",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "ds = load_dataset(\"path/or/hub-id\", streaming=True, split=\"train\")",
+        "from videogene.data import GeneVideoDataset",
+        "stream = GeneVideoDataset(\"path/or/hub-id\")",
+        "```",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| genes | {c['genes']} |",
+        f"| slices | {c['slices']} |",
+        f"| time points | {tps} |",
+        f"| canvas | {meta['resolution']} x {meta['resolution']} |",
+        f"| cells | {c['cells']} ({c['cells_outside_canvas']} outside the canvas) |",
+        f"| normalization | {meta['normalization']} |",
+        f"| value range | {meta['value_range'][0]:.3g} .. {meta['value_range'][1]:.3g} |",
+        f"| held-out time points | {held} |",
+        f"| shards | {n_shards} |",
+        "",
+        "Counts of everything dropped or empty (`meta[\"counts\"]`):",
+        "",
+        "```json",
+        json.dumps(c, indent=1),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,389 @@
+"""Reading a prepared dataset: metadata, masks, dense canvases and the torch training stream.
+
+The dataset layout and the example dict are fixed in docs/design.md sections 2-3.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..utils import get_logger
+
+logger = get_logger("videogene.data.stream")
+
+META_NAME = "videogene_meta.json"
+MASKS_NAME = "masks.npy"
+
+
+# ----------------------------------------------------------------------------- locating
+def _is_hub_id(ref: str) -> bool:
+    p = Path(ref)
+    return (not p.exists() and not p.is_absolute() and not ref.startswith((".", "~"))
+            and ref.count("/") == 1 and all(ref.split("/")))
+
+
+def _dataset_file(dataset: str | Path, filename: str) -> Path:
+    """Local path of a dataset file; a Hub dataset id downloads it (cached)."""
+    ref = str(dataset)
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        f = p / filename
+        if not f.exists():
+            raise InputError(f"{p}: no {filename} (not a folder written by `videogene prepare`)")
+        return f
+    if _is_hub_id(ref):
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(hf_hub_download(repo_id=ref, filename=filename, repo_type="dataset"))
+        except Exception as exc:  # noqa: BLE001 - report any Hub failure as one line
+            raise InputError(f"{ref}: cannot download {filename} from the Hub ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:150] if str(exc) else ''})") from None
+    raise InputError(f"{ref}: dataset folder not found")
+
+
+def load_metadata(dataset_dir: str | Path) -> dict:
+    """The dataset's ``videogene_meta.json`` (local folder or Hub dataset id)."""
+    f = _dataset_file(dataset_dir, META_NAME)
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{f}: unreadable metadata ({exc})") from None
+    if meta.get("format_version") != 1:
+        raise InputError(f"{f}: format_version {meta.get('format_version')!r}, expected 1")
+    return meta
+
+
+def load_masks(dataset_dir: str | Path) -> np.ndarray:
+    """Tissue masks, bool ``(n_slices, H, W)`` in the slice order of ``meta["slices"]``."""
+    f = _dataset_file(dataset_dir, MASKS_NAME)
+    return np.load(f).astype(bool)
+
+
+def _shard_files(dataset_dir: Path) -> list[Path]:
+    files = sorted((dataset_dir / "data").glob("train-*.parquet"))
+    if not files:
+        raise InputError(f"{dataset_dir}: no data/train-*.parquet shards")
+    return files
+
+
+def _decode_table(table) -> Iterator[tuple[int, str, float, np.ndarray, list, list]]:
+    """Parquet rows -> (gene_id, gene, nnz_fraction, slice_idx, [indices], [values])."""
+    gene_ids = table.column("gene_id").to_numpy()
+    names = table.column("gene").to_pylist()
+    nnz = table.column("nnz_fraction").to_numpy()
+    sl = table.column("slice_idx").combine_chunks()
+    sl_off, sl_flat = sl.offsets.to_numpy(), sl.values.to_numpy()
+    ind = table.column("indices").combine_chunks()
+    val = table.column("values").combine_chunks()
+    ind_off, ind_inner = ind.offsets.to_numpy(), ind.values
+    val_inner = val.values
+    ii_off, ii_flat = ind_inner.offsets.to_numpy(), ind_inner.values.to_numpy()
+    vi_off, vi_flat = val_inner.offsets.to_numpy(), val_inner.values.to_numpy()
+    for r in range(table.num_rows):
+        a, b = ind_off[r], ind_off[r + 1]
+        idx = [ii_flat[ii_off[j]:ii_off[j + 1]] for j in range(a, b)]
+        vals = [vi_flat[vi_off[j]:vi_off[j + 1]] for j in range(a, b)]
+        yield (int(gene_ids[r]), names[r], float(nnz[r]), sl_flat[sl_off[r]:sl_off[r + 1]], idx,
+               vals)
+
+
+def read_gene_canvases(dataset_dir: str | Path, genes: Sequence[str] | None = None,
+                       ) -> Iterator[tuple[str, np.ndarray]]:
+    """Per gene a dense float32 ``(n_slices, H, W)`` array in expression units.
+
+    Vocabulary order, or the order of ``genes`` (unknown names raise InputError). Zero
+    outside tissue and where not expressed (also in slices where the gene was not measured).
+    """
+    import pyarrow.parquet as pq
+
+    dataset_dir = Path(dataset_dir)
+    meta = load_metadata(dataset_dir)
+    res = int(meta["resolution"])
+    n_slices = len(meta["slices"])
+    files = _shard_files(dataset_dir)
+
+    def canvas(idx_list, val_list, sidx):
+        out = np.zeros((n_slices, res * res), dtype=np.float32)
+        for s, ix, vv in zip(sidx, idx_list, val_list, strict=True):
+            out[int(s), ix] = vv
+        return out.reshape(n_slices, res, res)
+
+    if genes is None:
+        for f in files:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=256):
+                import pyarrow as pa
+
+                for _, name, _, sidx, idx, vals in _decode_table(pa.Table.from_batches([batch])):
+                    yield name, canvas(idx, vals, sidx)
+        return
+    genes = [str(g) for g in genes]
+    vocab = {g: i for i, g in enumerate(meta["genes"])}
+    unknown = [g for g in genes if g not in vocab]
+    if unknown:
+        raise InputError(f"{dataset_dir}: genes not in the dataset: {', '.join(unknown[:5])}")
+    wanted = {vocab[g] for g in genes}
+    found: dict[int, np.ndarray] = {}
+    import pyarrow.compute as pc
+
+    for f in files:
+        t = pq.read_table(f)
+        t = t.filter(pc.is_in(t.column("gene_id"), value_set=_pa_int32(sorted(wanted))))
+        for gid, _, _, sidx, idx, vals in _decode_table(t):
+            found[gid] = canvas(idx, vals, sidx)
+        if len(found) == len(wanted):
+            break
+    for g in genes:
+        yield g, found[vocab[g]]
+
+
+def _pa_int32(values):
+    import pyarrow as pa
+
+    return pa.array(values, pa.int32())
+
+
+# ----------------------------------------------------------------------------- stream
+def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return int(rank), int(world_size)
+    r, w = 0, 1
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            r, w = dist.get_rank(), dist.get_world_size()
+        else:
+            from accelerate.state import PartialState
+
+            if PartialState._shared_state:  # only when accelerate was already set up
+                st = PartialState()
+                r, w = st.process_index, st.num_processes
+    except ImportError:
+        pass
+    return (int(rank) if rank is not None else r), (int(world_size) if world_size is not None else w)
+
+
+def _torch_iterable_base():
+    import torch.utils.data
+
+    return torch.utils.data.IterableDataset
+
+
+class GeneVideoDataset(_torch_iterable_base()):
+    """Gene videos for training: a torch ``IterableDataset`` over a prepared dataset.
+
+    Each example is the dict of docs/design.md section 3 (``video``, ``tissue_mask``,
+    ``frame_times``, ``frame_present``, ``gene_id``, ``nnz_fraction``, ``sample_weight``).
+    Genes are split disjointly across processes (``rank``/``world_size``; default from
+    torch.distributed, or accelerate's ``PartialState`` if set up) with
+    ``datasets.distributed.split_dataset_by_node`` and across DataLoader workers. At every
+    visit of a gene one slice per time point is drawn at random. All randomness comes from
+    ``(seed, epoch, rank, worker)``; ``set_epoch`` before each epoch.
+
+    ``gene_sampling="nnz"`` emits each gene a random number of times with mean
+    ``rate = clip((nnz_fraction / mean nnz_fraction) ** sampling_alpha, *rate_clip)`` and
+    ``sample_weight = 1 / rate``, so weighted losses stay unbiased while dense genes are
+    seen more often; ``"uniform"`` emits each gene once with weight 1.
+    ``infinite=True`` keeps going epoch after epoch (epoch, epoch + 1, ...).
+    """
+
+    def __init__(self, path_or_hub_id: str | Path, *, seed: int = 0, shuffle: bool = True,
+                 shuffle_buffer: int = 256, gene_sampling: str = "uniform",
+                 sampling_alpha: float = 0.5, rate_clip: tuple[float, float] = (0.25, 4.0),
+                 holdout_timepoints: Sequence[float] | None = None, include_holdout: bool = False,
+                 infinite: bool = True, rank: int | None = None, world_size: int | None = None,
+                 read_batch: int = 32):
+        super().__init__()
+        if gene_sampling not in ("uniform", "nnz"):
+            raise InputError(f"gene_sampling: expected 'uniform' or 'nnz', got {gene_sampling!r}")
+        if not rate_clip[0] > 0 or rate_clip[1] < rate_clip[0]:
+            raise InputError(f"rate_clip: expected 0 < low <= high, got {rate_clip}")
+        self.source = str(path_or_hub_id)
+        self.meta = load_metadata(self.source)
+        self.masks = load_masks(self.source)
+        self.seed, self.shuffle, self.shuffle_buffer = int(seed), bool(shuffle), int(shuffle_buffer)
+        self.gene_sampling, self.sampling_alpha = gene_sampling, float(sampling_alpha)
+        self.rate_clip = (float(rate_clip[0]), float(rate_clip[1]))
+        self.include_holdout, self.infinite = bool(include_holdout), bool(infinite)
+        self.rank, self.world_size = rank, world_size
+        self.read_batch = int(read_batch)
+        self.epoch = 0
+
+        m = self.meta
+        self.resolution = int(m["resolution"])
+        self.timepoints = np.asarray(m["timepoints"], dtype=np.float32)
+        self.value_max = float(m.get("value_max", 9.0))
+        self.num_genes = len(m["genes"])
+        self.slice_frame = np.array(
+            [int(np.argmin(np.abs(self.timepoints - s["timepoint"]))) for s in m["slices"]])
+        hold = m.get("holdout", {})
+        if holdout_timepoints is None:
+            hold_t = [float(t) for t in hold.get("timepoints", [])]
+            self._holdout_pairs = {(str(g), round(float(t), 6)) for g, t in hold.get("frames", [])}
+        else:
+            hold_t = [float(t) for t in holdout_timepoints]
+            self._holdout_pairs = set()
+            dropped = sorted(set(map(float, hold.get("timepoints", []))) - set(hold_t))
+            if dropped and not include_holdout:
+                logger.warning("holdout_timepoints=%s replaces the dataset's hold-out: frames at %s "
+                               "become training data", hold_t, dropped)
+        self.holdout_timepoints = hold_t
+        self._holdout_frames = np.array(
+            [any(abs(float(t) - h) < 1e-6 for h in hold_t) for t in self.timepoints], dtype=bool)
+        nnz_mean = m.get("nnz_fraction_mean")
+        self._nnz_mean = float(nnz_mean) if nnz_mean else None
+        self._hf = None
+        self._masks_f = self.masks.reshape(len(self.masks), -1).astype(np.float32)
+
+    # -- public knobs
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _hf_dataset(self):
+        if self._hf is None:
+            from datasets import load_dataset
+
+            p = Path(self.source).expanduser()
+            if p.is_dir():
+                files = [str(f) for f in _shard_files(p)]
+                self._hf = load_dataset("parquet", data_files={"train": files}, split="train",
+                                        streaming=True)
+            else:
+                self._hf = load_dataset(self.source, split="train", streaming=True)
+        return self._hf
+
+    def _rate(self, nnz_fraction: float) -> float:
+        if self.gene_sampling == "uniform":
+            return 1.0
+        if self._nnz_mean is None:
+            self._nnz_mean = self._compute_nnz_mean()
+        base = nnz_fraction / max(self._nnz_mean, 1e-12)
+        return float(np.clip(base ** self.sampling_alpha if base > 0 else 0.0, *self.rate_clip))
+
+    def _compute_nnz_mean(self) -> float:
+        ds = self._hf_dataset().select_columns(["nnz_fraction"])
+        vals = [r["nnz_fraction"] for r in ds]
+        return float(np.mean(vals)) if vals else 1.0
+
+    # -- iteration
+    def _node(self) -> tuple[int, int, int, int]:
+        import torch.utils.data
+
+        rank, world = _dist_info(self.rank, self.world_size)
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        return rank, world, wid, nw
+
+    def _rows(self, epoch: int, rank: int, world: int, wid: int, nw: int):
+        from datasets.distributed import split_dataset_by_node
+
+        ds = self._hf_dataset()
+        ds = split_dataset_by_node(ds, rank=rank * nw + wid, world_size=world * nw)
+        if self.shuffle:
+            # datasets shuffles the shard order by its epoch number (the same order on every
+            # node, so the split stays disjoint): give it one derived from (seed, epoch)
+            ds.set_epoch(int(np.random.default_rng([self.seed, epoch]).integers(1, 2**31)))
+        ds = ds.with_format("arrow")
+        rows = (row for table in ds.iter(batch_size=self.read_batch)  # .iter(): no re-split
+                for row in _decode_table(table))
+        if not self.shuffle:
+            yield from rows
+            return
+        # rows within shards: a shuffle buffer over the decoded (numpy) rows, much cheaper
+        # than datasets' buffer, which converts each row to Python lists and back
+        rng = np.random.default_rng([self.seed, epoch, rank, wid, 1])
+        buf: list = []
+        for row in rows:
+            if len(buf) < self.shuffle_buffer:
+                buf.append(row)
+                continue
+            j = int(rng.integers(len(buf)))
+            buf[j], row = row, buf[j]
+            yield row
+        rng.shuffle(buf)
+        yield from buf
+
+    def _example(self, row, weight: float, rng: np.random.Generator) -> dict:
+        import torch
+
+        gid, gene, nnz, sidx, idx, vals = row
+        n_f, res = len(self.timepoints), self.resolution
+        video = np.full((n_f, res * res), -1.0, dtype=np.float32)
+        mask = np.zeros((n_f, res * res), dtype=np.float32)
+        present = np.zeros(n_f, dtype=bool)
+        frames = self.slice_frame[sidx] if len(sidx) else np.zeros(0, dtype=int)
+        for f in range(n_f):
+            if not self.include_holdout and (
+                    self._holdout_frames[f]
+                    or (gene, round(float(self.timepoints[f]), 6)) in self._holdout_pairs):
+                continue
+            cand = np.flatnonzero(frames == f)
+            if cand.size == 0:
+                continue
+            k = int(cand[rng.integers(cand.size)]) if cand.size > 1 else int(cand[0])
+            s = int(sidx[k])
+            canvas = np.zeros(res * res, dtype=np.float32)
+            canvas[idx[k]] = vals[k]
+            video[f] = np.clip(canvas / self.value_max, 0.0, 1.0) * 2.0 - 1.0
+            mask[f] = self._masks_f[s]
+            present[f] = True
+        return {
+            "video": torch.from_numpy(video.reshape(n_f, 1, res, res)),
+            "tissue_mask": torch.from_numpy(mask.reshape(n_f, 1, res, res)),
+            "frame_times": torch.from_numpy(self.timepoints.copy()),
+            "frame_present": torch.from_numpy(present),
+            "gene_id": torch.tensor(gid, dtype=torch.int64),
+            "nnz_fraction": torch.tensor(nnz, dtype=torch.float32),
+            "sample_weight": torch.tensor(weight, dtype=torch.float32),
+        }
+
+    def _iter_epoch(self, epoch: int, rank: int, world: int, wid: int, nw: int):
+        rng = np.random.default_rng([self.seed, epoch, rank, wid])
+        mix: list = []
+        mix_size = 32 if (self.shuffle and self.gene_sampling == "nnz") else 0
+        for row in self._rows(epoch, rank, world, wid, nw):
+            rate = self._rate(row[2])
+            n_emit = int(np.floor(rate)) + int(rng.random() < rate - np.floor(rate))
+            weight = 1.0 / rate if rate > 0 else 0.0
+            for _ in range(n_emit):
+                if mix_size:
+                    mix.append((row, weight))
+                    if len(mix) >= mix_size:
+                        j = int(rng.integers(len(mix)))
+                        mix[j], mix[-1] = mix[-1], mix[j]
+                        r, w = mix.pop()
+                        yield self._example(r, w, rng)
+                else:
+                    yield self._example(row, weight, rng)
+        while mix:
+            j = int(rng.integers(len(mix)))
+            mix[j], mix[-1] = mix[-1], mix[j]
+            r, w = mix.pop()
+            yield self._example(r, w, rng)
+
+    def __iter__(self):
+        rank, world, wid, nw = self._node()
+        epoch = self.epoch
+        while True:
+            n = 0
+            for ex in self._iter_epoch(epoch, rank, world, wid, nw):
+                n += 1
+                yield ex
+            if not self.infinite:
+                return
+            if n == 0:
+                logger.warning("rank %d worker %d: no genes to stream (more workers than genes?)",
+                               rank, wid)
+                return
+            epoch += 1
+
+    def __repr__(self) -> str:
+        return (f"GeneVideoDataset({self.source!r}, genes={self.num_genes}, "
+                f"frames={len(self.timepoints)}, resolution={self.resolution}, "
+                f"gene_sampling={self.gene_sampling!r})")

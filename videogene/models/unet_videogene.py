@@ -1,0 +1,299 @@
+"""VideoGeneUNet: a factorized space-time UNet conditioned on a gene embedding and on each frame's
+developmental time (docs/design.md section 4).
+
+Frames are time points of one gene's expression video. Spatial layers (2D residual blocks,
+spatial self-attention at coarse resolutions) run per frame; temporal self-attention runs across
+frames at every pixel after the spatial layers of each resolution (Video Diffusion Models, Ho et
+al. 2022). Conditioning = diffusion-time MLP + gene MLP (per example) + developmental-time MLP (per
+frame), injected by adaptive GroupNorm in every residual block. Normalisation is per frame and
+absent frames are masked keys, so outputs at present frames do not depend on absent frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from ..errors import InputError
+from .blocks import (
+    ATTENTION_BACKENDS,
+    Downsample,
+    SpaceTimeLayer,
+    Upsample,
+    load_xformers,
+    mlp,
+    num_groups,
+    sinusoidal_embedding,
+    zero_module,
+)
+
+
+@dataclass
+class VideoGeneUNetOutput(BaseOutput):
+    """``sample``: ``(b, out_channels, f, h, w)`` model prediction (noise, v or x0)."""
+
+    sample: Tensor
+
+
+class VideoGeneUNet(ModelMixin, ConfigMixin):
+    """3D (2D + temporal attention) UNet for gene-expression videos.
+
+    Args:
+        num_genes: vocabulary size; gene ids are ``0 .. num_genes - 1`` and ``num_genes`` is the
+            learned null gene (classifier-free guidance), see :attr:`null_gene_id`.
+        sample_size: nominal canvas side (informational; any side divisible by
+            ``2 ** (len(block_out_channels) - 1)`` works).
+        in_channels, out_channels: expression channels (1).
+        block_out_channels: channels per resolution level (each level halves h and w).
+        layers_per_block: residual layers per level on the way down (one more on the way up).
+        spatial_attention: per level, whether to add spatial self-attention; ``None`` = the
+            coarser half of the levels.
+        temporal_attention: temporal self-attention after every spatial layer.
+        attention_head_dim: channels per attention head.
+        norm_num_groups: GroupNorm groups (reduced to a divisor of the channel count).
+        gene_embed_dim: width of the gene embedding table (what :meth:`gene_embeddings` returns).
+        embed_dim: width of the combined conditioning embedding (default ``4 * block_out_channels[0]``).
+        frame_time_scale: developmental days are multiplied by this before the sinusoidal
+            embedding (10: half a day is 5 units of the fastest frequency).
+        mask_channel: concatenate the tissue mask to the input as an extra channel.
+        dropout: dropout inside residual blocks.
+        attention_backend: ``"sdpa"`` (torch scaled_dot_product_attention) or ``"xformers"``.
+        gene_names: optional vocabulary (``len == num_genes``), stored in the config.
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        num_genes: int = 1,
+        sample_size: int = 64,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        block_out_channels: tuple[int, ...] = (64, 128, 256, 256),
+        layers_per_block: int = 2,
+        spatial_attention: tuple[bool, ...] | None = None,
+        temporal_attention: bool = True,
+        attention_head_dim: int = 32,
+        norm_num_groups: int = 32,
+        gene_embed_dim: int = 128,
+        embed_dim: int | None = None,
+        frame_time_scale: float = 10.0,
+        mask_channel: bool = True,
+        dropout: float = 0.0,
+        attention_backend: str = "sdpa",
+        gene_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        # 1. validate the configuration
+        if int(num_genes) < 1:
+            raise InputError(f"num_genes: must be >= 1, got {num_genes}")
+        if gene_names is not None and len(gene_names) != num_genes:
+            raise InputError(f"gene_names: {len(gene_names)} names for num_genes={num_genes}")
+        if not block_out_channels or layers_per_block < 1:
+            raise InputError("block_out_channels must be non-empty and layers_per_block >= 1")
+        if attention_backend not in ATTENTION_BACKENDS:
+            raise InputError(f"attention_backend: {attention_backend!r} is not one of "
+                             f"{ATTENTION_BACKENDS}")
+        if attention_backend == "xformers":
+            load_xformers()
+        levels = len(block_out_channels)
+        if spatial_attention is None:
+            spatial_attention = tuple(i >= levels // 2 for i in range(levels))
+        if len(spatial_attention) != levels:
+            raise InputError(f"spatial_attention: {len(spatial_attention)} entries for {levels} levels")
+        chans = [int(c) for c in block_out_channels]
+        emb_dim = int(embed_dim or 4 * chans[0])
+        self.gradient_checkpointing = False
+        layer_kw = dict(temporal_attention=temporal_attention, head_dim=attention_head_dim,
+                        groups=norm_num_groups, dropout=dropout, backend=attention_backend)
+
+        # 2. conditioning: diffusion time, gene (+ null row), developmental frame time
+        self.time_embed = mlp(chans[0], emb_dim)
+        self.gene_embedding = nn.Embedding(num_genes + 1, gene_embed_dim)
+        self.gene_proj = mlp(gene_embed_dim, emb_dim)
+        self.frame_time_embed = mlp(chans[0], emb_dim)
+
+        # 3. down path; skip_chans records what each skip connection carries
+        self.conv_in = nn.Conv2d(in_channels + int(mask_channel), chans[0], 3, padding=1)
+        self.down_layers = nn.ModuleList()
+        self.downsamplers = nn.ModuleList()
+        skip_chans, ch = [chans[0]], chans[0]
+        for i, out_ch in enumerate(chans):
+            for _ in range(layers_per_block):
+                self.down_layers.append(SpaceTimeLayer(ch, out_ch, emb_dim,
+                                                       spatial_attention=spatial_attention[i],
+                                                       **layer_kw))
+                ch = out_ch
+                skip_chans.append(ch)
+            if i < levels - 1:
+                self.downsamplers.append(Downsample(ch))
+                skip_chans.append(ch)
+
+        # 4. middle
+        self.mid_layers = nn.ModuleList([
+            SpaceTimeLayer(ch, ch, emb_dim, spatial_attention=True, **layer_kw),
+            SpaceTimeLayer(ch, ch, emb_dim, spatial_attention=False,
+                           **{**layer_kw, "temporal_attention": False}),
+        ])
+
+        # 5. up path (one more layer per level, each eats one skip connection)
+        self.up_layers = nn.ModuleList()
+        self.upsamplers = nn.ModuleList()
+        for i in reversed(range(levels)):
+            for _ in range(layers_per_block + 1):
+                self.up_layers.append(SpaceTimeLayer(ch + skip_chans.pop(), chans[i], emb_dim,
+                                                     spatial_attention=spatial_attention[i],
+                                                     **layer_kw))
+                ch = chans[i]
+            if i > 0:
+                self.upsamplers.append(Upsample(ch))
+
+        # 6. output head, zero-initialised: a fresh model predicts 0 everywhere
+        self.norm_out = nn.GroupNorm(num_groups(ch, norm_num_groups), ch, eps=1e-6)
+        self.conv_out = zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
+
+    @property
+    def null_gene_id(self) -> int:
+        """Row of the gene table used as the unconditional (null) gene: ``num_genes``."""
+        return int(self.config.num_genes)
+
+    def gene_embeddings(self, *, detach: bool = True) -> Tensor:
+        """The learned gene table, ``(num_genes, gene_embed_dim)``, row ``i`` = gene id ``i``.
+        The null-gene row is not included. ``detach=False`` keeps the autograd link."""
+        table = self.gene_embedding.weight[: self.config.num_genes]
+        return table.detach() if detach else table
+
+    def gene_embedding_table(self, as_numpy: bool = True) -> tuple[list[str], np.ndarray | Tensor]:
+        """``(names, table)``: gene names (``config.gene_names`` or ``"0" ..``) and the table
+        (float32 numpy array on CPU unless ``as_numpy=False``)."""
+        names = list(self.config.gene_names or [str(i) for i in range(self.config.num_genes)])
+        table = self.gene_embeddings()
+        return names, (table.float().cpu().numpy() if as_numpy else table)
+
+    def _call(self, layer: nn.Module, *args):
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(layer, *args)
+        return layer(*args)
+
+    def _check_inputs(self, sample: Tensor, gene_ids: Tensor, frame_times: Tensor,
+                      frame_mask: Tensor | None, tissue_mask: Tensor | None) -> None:
+        cfg = self.config
+        if sample.ndim != 5 or sample.shape[1] != cfg.in_channels:
+            raise InputError(f"sample: expected (b, {cfg.in_channels}, f, h, w), got "
+                             f"{tuple(sample.shape)}")
+        b, _, f, h, w = sample.shape
+        factor = 2 ** (len(cfg.block_out_channels) - 1)
+        if h % factor or w % factor:
+            raise InputError(f"sample: h, w = {h}, {w} must be divisible by {factor}")
+        if tuple(gene_ids.shape) != (b,):
+            raise InputError(f"gene_ids: expected shape ({b},), got {tuple(gene_ids.shape)}")
+        if tuple(frame_times.shape) != (b, f):
+            raise InputError(f"frame_times: expected shape ({b}, {f}), got {tuple(frame_times.shape)}")
+        if frame_mask is not None and tuple(frame_mask.shape) != (b, f):
+            raise InputError(f"frame_mask: expected shape ({b}, {f}), got {tuple(frame_mask.shape)}")
+        if tissue_mask is not None and tuple(tissue_mask.shape) != (b, 1, f, h, w):
+            raise InputError(f"tissue_mask: expected shape ({b}, 1, {f}, {h}, {w}), got "
+                             f"{tuple(tissue_mask.shape)}")
+
+    def forward(
+        self,
+        sample: Tensor,
+        timestep: Tensor | float | int,
+        gene_ids: Tensor,
+        frame_times: Tensor,
+        frame_mask: Tensor | None = None,
+        tissue_mask: Tensor | None = None,
+        return_dict: bool = True,
+    ) -> VideoGeneUNetOutput | tuple[Tensor]:
+        """Predict for noisy videos.
+
+        Args:
+            sample: ``(b, c, f, h, w)`` noisy videos.
+            timestep: ``(b,)`` or scalar diffusion time (scheduler units, e.g. 0 .. 999).
+            gene_ids: ``(b,)`` long; ``null_gene_id`` for the unconditional branch.
+            frame_times: ``(b, f)`` float developmental days (continuous; unseen days work).
+            frame_mask: ``(b, f)`` bool, True where the frame is present; absent frames are
+                ignored as attention keys (their own outputs are meaningless). None = all present.
+            tissue_mask: ``(b, 1, f, h, w)`` 0/1; used when ``mask_channel`` (None = ones).
+        """
+        # 1. inputs: broadcast timestep, fold frames into the batch, add the mask channel
+        gene_ids = torch.as_tensor(gene_ids, device=sample.device)
+        frame_times = torch.as_tensor(frame_times, device=sample.device)
+        self._check_inputs(sample, gene_ids, frame_times, frame_mask, tissue_mask)
+        b, _, f, h, w = sample.shape
+        timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1)
+        if timestep.shape[0] not in (1, b):
+            raise InputError(f"timestep: expected a scalar or ({b},), got {timestep.shape[0]} values")
+        timestep = timestep.expand(b)
+        if self.config.mask_channel:
+            if tissue_mask is None:
+                tissue_mask = torch.ones_like(sample[:, :1])
+            sample = torch.cat([sample, tissue_mask.to(sample.dtype)], dim=1)  # (b, c + 1, f, h, w)
+        x = rearrange(sample, "b c f h w -> (b f) c h w")
+
+        # 2. conditioning: per example (time, gene) + per frame (developmental day)
+        width = self.config.block_out_channels[0]
+        dtype = self.conv_in.weight.dtype
+        t_emb = self.time_embed(sinusoidal_embedding(timestep, width).to(dtype))  # (b, d)
+        g_emb = self.gene_proj(self.gene_embedding(gene_ids.long()))  # (b, d)
+        days = frame_times.float() * self.config.frame_time_scale
+        pos = self.frame_time_embed(sinusoidal_embedding(days, width).to(dtype))  # (b, f, d)
+        emb = rearrange((t_emb + g_emb)[:, None] + pos, "b f d -> (b f) d")
+        pos = rearrange(pos, "b f d -> (b f) d")
+
+        # 3. key-padding mask for temporal attention; an example with no frame present attends
+        #    to all (its output is meaningless, but must not be NaN)
+        key_mask = None
+        if frame_mask is not None:
+            present = frame_mask.to(torch.bool)
+            present = present | ~present.any(dim=1, keepdim=True)
+            key_mask = rearrange(present, "b f -> b 1 1 f")
+
+        # 4. down path
+        x = self.conv_in(x)  # ((b f), c0, h, w)
+        skips = [x]
+        layers = iter(self.down_layers)
+        for i in range(len(self.config.block_out_channels)):
+            for _ in range(self.config.layers_per_block):
+                x = self._call(next(layers), x, emb, pos, key_mask, f)
+                skips.append(x)
+            if i < len(self.downsamplers):
+                x = self.downsamplers[i](x)
+                skips.append(x)
+
+        # 5. middle
+        for layer in self.mid_layers:
+            x = self._call(layer, x, emb, pos, key_mask, f)
+
+        # 6. up path with skip connections
+        layers = iter(self.up_layers)
+        for i in range(len(self.config.block_out_channels)):
+            for _ in range(self.config.layers_per_block + 1):
+                x = self._call(next(layers), torch.cat([x, skips.pop()], dim=1), emb, pos, key_mask, f)
+            if i < len(self.upsamplers):
+                x = self.upsamplers[i](x)
+
+        # 7. output head, frames unfolded
+        x = self.conv_out(nn.functional.silu(self.norm_out(x)))  # ((b f), out, h, w)
+        out = rearrange(x, "(b f) c h w -> b c f h w", b=b, f=f)
+        if not return_dict:
+            return (out,)
+        return VideoGeneUNetOutput(sample=out)
+
+
+def expand_frame_times(frame_times, batch_size: int, device=None) -> Tensor:
+    """``(f,)`` or ``(b, f)`` days -> ``(batch_size, f)`` float tensor (pipeline convenience)."""
+    t = torch.as_tensor(frame_times, dtype=torch.float32, device=device)
+    if t.ndim == 1:
+        t = repeat(t, "f -> b f", b=batch_size)
+    if t.ndim != 2 or t.shape[0] != batch_size:
+        raise InputError(f"frame_times: expected (f,) or ({batch_size}, f), got {tuple(t.shape)}")
+    return t

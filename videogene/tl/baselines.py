@@ -1,0 +1,181 @@
+"""Baselines for held-out frames, computed from the observed (training) frames of one gene.
+
+A gene's data are its aligned canvases ``(n_slices, H, W)`` in the slice order of
+``meta["slices"]`` (as :func:`videogene.data.read_gene_canvases` yields them) together with the
+tissue masks ``(n_slices, H, W)``. A time point is *observed* for a gene when it has slices and
+neither the time point nor the ``(gene, time)`` frame is held out.
+
+The image of a time point (:func:`timepoint_image`) is the per-pixel mean over that time's
+slices whose tissue covers the pixel (0 where none does); averaging the slices makes the
+baselines less noisy than any single slice, i.e. stronger. The baselines:
+
+- ``nearest``: the image of the nearest observed time point (ties: the earlier one); pixels
+  that time's tissue does not cover are taken from the next nearest time that covers them.
+- ``linear``: linear interpolation in time between the images of the observed time points
+  just before and after the target; a pixel covered by only one of the two takes that one's
+  value. Outside the observed range (extrapolation) it falls back to ``nearest``.
+- ``mean_image``: the mean of the gene's observed time-point images (per pixel, over the
+  time points whose tissue covers the pixel).
+- ``replicate`` (noise floor): the *second* real slice of the target time point, i.e. an
+  independent measurement of the same frame; only where the time point has two slices.
+- ``truth`` (ceiling, synthetic atlas only): the noise-free expected expression of the
+  reference slice put on that slice's canvas (:func:`synthetic_truth`).
+
+Callers multiply every baseline by the reference slice's mask before scoring
+(:func:`videogene.tl.metrics.score_frames` does it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+#: Baselines that use only observed frames (what a model has to beat).
+OBSERVED_BASELINES = ("nearest", "linear", "mean_image")
+
+
+def _tkey(t: float) -> float:
+    return round(float(t), 6)
+
+
+def slices_by_timepoint(meta: Mapping) -> dict[float, list[int]]:
+    """``{time: [slice indices in meta order]}`` for every time point that has slices."""
+    out: dict[float, list[int]] = {}
+    for i, s in enumerate(meta["slices"]):
+        out.setdefault(_tkey(s["timepoint"]), []).append(i)
+    return dict(sorted(out.items()))
+
+
+def observed_timepoints(meta: Mapping, gene: str, heldout_timepoints: Iterable[float] = (),
+                        heldout_frames: Iterable[Sequence] = ()) -> list[float]:
+    """Sorted time points at which ``gene`` was available for training."""
+    excluded = {_tkey(t) for t in heldout_timepoints}
+    excluded |= {_tkey(t) for g, t in heldout_frames if g == gene}
+    return [t for t in slices_by_timepoint(meta) if t not in excluded]
+
+
+def _covered_mean(stack: np.ndarray, cover: np.ndarray, weights: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """Per-pixel mean of ``stack`` over the entries whose ``cover`` is True (0 if none).
+
+    With ``weights`` the entries of ``stack`` are already weighted and the sum is divided by
+    the total weight of the covering entries (a weighted mean over the covering entries).
+    """
+    cover = cover.astype(np.float64)
+    if weights is not None:
+        cover_w = cover * np.asarray(weights, dtype=np.float64)[:, None, None]
+        total = (stack * cover).sum(axis=0)
+        n = cover_w.sum(axis=0)
+        return np.divide(total, n, out=np.zeros_like(total), where=n > 0)
+    n = cover.sum(axis=0)
+    total = (stack * cover).sum(axis=0)
+    return np.divide(total, n, out=np.zeros_like(total), where=n > 0)
+
+
+def timepoint_image(canvases: np.ndarray, masks: np.ndarray, slice_indices: Sequence[int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Mask-aware mean image of the given slices and the union of their masks."""
+    idx = list(slice_indices)
+    stack = np.asarray(canvases[idx], dtype=np.float64)
+    cover = np.asarray(masks[idx], dtype=bool)
+    return _covered_mean(stack, cover), cover.any(axis=0)
+
+
+def _neighbours(t: float, observed: Sequence[float]) -> tuple[float | None, float | None]:
+    before = [o for o in observed if o < t - 1e-9]
+    after = [o for o in observed if o > t + 1e-9]
+    return (before[-1] if before else None), (after[0] if after else None)
+
+
+def nearest_observed(t: float, observed: Sequence[float]) -> float:
+    """The observed time closest to ``t`` (the earlier one on a tie)."""
+    if not observed:
+        raise InputError("baselines: the gene has no observed time point")
+    return min(observed, key=lambda o: (abs(o - t), o))
+
+
+def compute_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapping, timepoint: float,
+                      observed: Sequence[float], *, reference_slice: int | None = None
+                      ) -> dict[str, np.ndarray]:
+    """The baseline images of one gene at ``timepoint`` from its ``observed`` time points.
+
+    Returns ``{"nearest", "linear", "mean_image"}`` float64 ``(H, W)`` canvases, plus
+    ``"replicate"`` (the second slice of ``timepoint`` that is not ``reference_slice``) when
+    ``timepoint`` has at least two slices.
+    """
+    canvases = np.asarray(canvases)
+    masks = np.asarray(masks, dtype=bool)
+    if canvases.shape != masks.shape:
+        raise InputError(f"baselines: canvases {canvases.shape} and masks {masks.shape} differ")
+    by_t = slices_by_timepoint(meta)
+    t = _tkey(timepoint)
+    observed = sorted(_tkey(o) for o in observed)
+    if not observed:
+        raise InputError(f"baselines: no observed time point left for the frame at t={t}")
+    images = {o: timepoint_image(canvases, masks, by_t[o]) for o in observed}
+
+    out: dict[str, np.ndarray] = {}
+    near = np.zeros_like(images[observed[0]][0])
+    filled = np.zeros(near.shape, dtype=bool)
+    for o in sorted(observed, key=lambda o: (abs(o - t), o)):  # nearest first
+        img, cover = images[o]
+        new = cover & ~filled
+        near[new] = img[new]
+        filled |= cover
+    out["nearest"] = near
+    lo, hi = _neighbours(t, observed)
+    if lo is None or hi is None:
+        out["linear"] = out["nearest"]
+    else:
+        w = (t - lo) / (hi - lo)
+        out["linear"] = _covered_mean(
+            np.stack([images[lo][0] * (1.0 - w), images[hi][0] * w]),
+            np.stack([images[lo][1], images[hi][1]]), weights=np.array([1.0 - w, w]))
+    out["mean_image"] = _covered_mean(np.stack([images[o][0] for o in observed]),
+                                      np.stack([images[o][1] for o in observed]))
+    others = [i for i in by_t.get(t, []) if i != reference_slice]
+    if reference_slice is not None and others:
+        out["replicate"] = np.asarray(canvases[others[0]], dtype=np.float64)
+    return out
+
+
+def linear_is_interpolating(t: float, observed: Sequence[float]) -> bool:
+    """True when ``t`` lies strictly between two observed time points."""
+    lo, hi = _neighbours(_tkey(t), sorted(_tkey(o) for o in observed))
+    return lo is not None and hi is not None
+
+
+def synthetic_truth(meta: Mapping, timepoint: float, slice_index: int, genes: Sequence[str],
+                    *, within_timepoint: int = 0) -> dict[str, np.ndarray]:
+    """Noise-free expected expression of ``genes`` on the canvas of slice ``slice_index``.
+
+    Uses ``meta["synthetic"]`` (the generator's config) with
+    :func:`videogene.data.synthetic.expected_expression` for the ``within_timepoint``-th slice
+    of ``timepoint`` and re-applies the slice's recorded alignment
+    (``meta["slices"][slice_index]["transform"]``) with :func:`videogene.pp.rasterize`, so
+    the truth lies on exactly the canvas of the real frame. Returns ``{gene: (H, W)}``.
+    """
+    if "synthetic" not in meta:
+        raise InputError("synthetic truth: the dataset metadata has no 'synthetic' config "
+                         "(only the built-in synthetic atlas has a known truth)")
+    from ..data.synthetic import expected_expression
+    from ..pp import rasterize
+
+    adata = expected_expression(dict(meta["synthetic"]), float(timepoint), slice_index=within_timepoint,
+                                genes=list(genes))
+    res = int(meta["resolution"])
+    raster = rasterize(adata, resolution=res, transform=meta["slices"][slice_index]["transform"],
+                       copy=True)
+    return _canvases_from_raster(raster, list(genes), res)
+
+
+def _canvases_from_raster(raster: Mapping, genes: list[str], res: int) -> dict[str, np.ndarray]:
+    """Dense ``{gene: (H, W)}`` canvases from ``pp.rasterize(..., copy=True)``'s dict."""
+    from ..pp._rasterize import densify
+
+    dense = densify(raster["stack"], res)  # (G, H, W), columns in the order of ``genes``
+    mask = np.asarray(raster["mask"], dtype=bool)
+    return {g: np.where(mask, dense[k], 0.0).astype(np.float64) for k, g in enumerate(genes)}

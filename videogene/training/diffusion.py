@@ -1,0 +1,133 @@
+"""The diffusion objective: DDPM noise schedule, min-SNR weights, the masked per-example loss.
+
+Layout: the stream gives ``video`` as ``(b, f, 1, h, w)``; the model works on ``(b, c, f, h, w)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDPMScheduler
+from diffusers.training_utils import compute_snr
+from einops import rearrange
+
+from .config import DiffusionConfig
+
+
+def make_noise_scheduler(dcfg: DiffusionConfig) -> DDPMScheduler:
+    """The training scheduler; its config is what the export's ``scheduler/`` holds."""
+    return DDPMScheduler(
+        num_train_timesteps=dcfg.num_train_timesteps,
+        beta_schedule=dcfg.beta_schedule,
+        prediction_type=dcfg.prediction_type,
+        rescale_betas_zero_snr=dcfg.rescale_betas_zero_snr,
+        clip_sample=True,  # samples live in [-1, 1]
+        timestep_spacing="trailing" if dcfg.rescale_betas_zero_snr else "leading",
+    )
+
+
+def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float | None,
+                    prediction_type: str) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023), shape ``(b,)``; ones when ``gamma`` is None.
+
+    For epsilon prediction the MSE weight is ``min(snr, gamma) / snr``; for v prediction
+    ``min(snr, gamma) / (snr + 1)``.
+    """
+    if gamma is None:
+        return torch.ones(timesteps.shape, device=timesteps.device)
+    snr = compute_snr(scheduler, timesteps)
+    if prediction_type == "v_prediction":
+        return torch.minimum(snr, torch.full_like(snr, gamma)) / (snr + 1.0)
+    return (gamma / snr).clamp(max=1.0)  # = min(snr, gamma) / snr, and 1 where snr -> 0
+
+
+def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, frame_present: torch.Tensor,
+                tissue_mask: torch.Tensor | None = None, tissue_loss_weight: float = 1.0
+                ) -> torch.Tensor:
+    """Per-example mean squared error over present frames, ``(b,)``.
+
+    ``pred``/``target`` ``(b, c, f, h, w)``, ``frame_present`` ``(b, f)`` bool,
+    ``tissue_mask`` ``(b, 1, f, h, w)``. With ``tissue_loss_weight`` w > 1, pixels inside the
+    tissue count w times as much as those outside (the mean is normalised by the weights, so
+    the loss scale stays comparable). Examples with no present frame give 0.
+    """
+    err = (pred.float() - target.float()).pow(2)  # (b, c, f, h, w)
+    w = frame_present.to(err.dtype)[:, None, :, None, None].expand_as(err)
+    if tissue_mask is not None and tissue_loss_weight != 1.0:
+        w = w * (1.0 + (tissue_loss_weight - 1.0) * tissue_mask.to(err.dtype))
+    return (err * w).sum(dim=(1, 2, 3, 4)) / w.sum(dim=(1, 2, 3, 4)).clamp_min(1e-8)
+
+
+@dataclass
+class StepNoise:
+    """The random draws of one micro-step: all from one generator, so resumes are exact."""
+
+    noise: torch.Tensor  # (b, c, f, h, w)
+    timesteps: torch.Tensor  # (b,) int64
+    drop_gene: torch.Tensor  # (b,) bool
+
+    @classmethod
+    def draw(cls, shape: tuple[int, ...], num_train_timesteps: int, gene_dropout: float,
+             generator: torch.Generator, device: torch.device | str) -> StepNoise:
+        # drawn on the CPU generator, then moved: identical on every device type
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        timesteps = torch.randint(0, num_train_timesteps, (shape[0],), generator=generator)
+        drop = torch.rand(shape[0], generator=generator) < gene_dropout
+        return cls(noise.to(device), timesteps.to(device), drop.to(device))
+
+
+def step_generator(seed: int, step: int, rank: int, micro_step: int = 0) -> torch.Generator:
+    """A CPU generator seeded by ``(seed, step, rank, micro_step)``."""
+    g = torch.Generator()
+    # distinct 64-bit mix of the four integers (no Python hash(): it is salted per process)
+    mixed = (seed * 1_000_003 + step) * 1_000_033 + rank * 65_537 + micro_step
+    g.manual_seed(mixed % (2**63 - 1))
+    return g
+
+
+def batch_to_model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stream batch -> model layout: ``x0 (b, 1, f, h, w)``, ``tissue_mask (b, 1, f, h, w)``."""
+    return {
+        "x0": rearrange(batch["video"], "b f c h w -> b c f h w").float(),
+        "tissue_mask": rearrange(batch["tissue_mask"], "b f c h w -> b c f h w").float(),
+        "frame_times": batch["frame_times"].float(),
+        "frame_present": batch["frame_present"].bool(),
+        "gene_id": batch["gene_id"].long(),
+        "sample_weight": batch["sample_weight"].float(),
+    }
+
+
+def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tensor],
+                   dcfg: DiffusionConfig, *, generator: torch.Generator, null_gene_id: int
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """One micro-batch of the training objective; returns ``(loss, logs)``.
+
+    1. noise, timesteps and null-gene dropout from ``generator``; 2. forward diffusion;
+    3. target (epsilon or v); 4. model; 5. masked (and tissue-emphasised) MSE per example,
+    times min-SNR weight and the stream's ``sample_weight``, averaged over the batch.
+    """
+    inp = batch_to_model_inputs(batch)
+    x0 = inp["x0"]
+    # 1. random draws
+    draws = StepNoise.draw(tuple(x0.shape), scheduler.config.num_train_timesteps, dcfg.gene_dropout,
+                           generator, x0.device)
+    gene_ids = torch.where(draws.drop_gene, torch.full_like(inp["gene_id"], null_gene_id),
+                           inp["gene_id"])
+    # 2. forward diffusion
+    noisy = scheduler.add_noise(x0, draws.noise, draws.timesteps)
+    # 3. target
+    if dcfg.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(x0, draws.noise, draws.timesteps)
+    else:
+        target = draws.noise
+    # 4. model
+    pred = model(noisy, draws.timesteps, gene_ids=gene_ids, frame_times=inp["frame_times"],
+                 frame_mask=inp["frame_present"], tissue_mask=inp["tissue_mask"]).sample
+    # 5. loss
+    per_example = masked_loss(pred, target, frame_present=inp["frame_present"],
+                              tissue_mask=inp["tissue_mask"],
+                              tissue_loss_weight=dcfg.tissue_loss_weight)
+    snr_w = min_snr_weights(scheduler, draws.timesteps, dcfg.snr_gamma, dcfg.prediction_type)
+    loss = (per_example * snr_w * inp["sample_weight"]).mean()
+    return loss, {"mse": float(per_example.detach().mean())}

@@ -1,0 +1,200 @@
+"""The main job: synthesize (or read) -> prepare -> train -> generate -> evaluate -> embed.
+
+``videogene demo`` runs it; with no input files it uses the built-in synthetic atlas. Each
+step leaves a marker with its settings in the output folder, so running the job again skips
+the steps that are already done with the same settings (``force=True`` redoes everything).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import InputError
+from .utils import get_logger
+
+logger = get_logger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_MARKERS = ("Col3a1", "Hba-x", "Sox2", "Ttn", "Afp")
+DEMO_RESOLUTION = 32
+DEMO_HOLDOUT = 12.5
+
+
+def _step(out: Path, name: str, settings: dict, fn: Callable[[], dict], *, force: bool) -> dict:
+    """Run ``fn`` unless ``out/.done-<name>`` records the same settings; return its summary."""
+    marker = out / f".done-{name}"
+    key = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    if not force and marker.exists():
+        saved = json.loads(marker.read_text())
+        if saved.get("key") == key:
+            logger.info("step %s: already done with these settings, skipping", name)
+            print(f"[videogene demo] {name}: up to date (skipped)", file=sys.stderr)
+            return saved["summary"]
+    print(f"[videogene demo] {name} ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    summary = fn()
+    summary = dict(summary or {}, seconds=round(time.perf_counter() - t0, 1))
+    marker.write_text(json.dumps({"key": key, "settings": settings, "summary": summary},
+                                 indent=2, default=str))
+    print(f"[videogene demo] {name}: done in {summary['seconds']} s", file=sys.stderr)
+    return summary
+
+
+def _train(config: Path, dataset: Path, output_dir: Path, overrides: Sequence[str]) -> dict:
+    train_py = ROOT / "train.py"
+    if not train_py.exists():
+        raise InputError(f"{train_py}: train.py not found (run the demo from a videogene checkout)")
+    cmd = [sys.executable, str(train_py), "--config", str(config), f"data.path={dataset}",
+           f"output_dir={output_dir}", *overrides]
+    logger.info("running %s", " ".join(cmd))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, check=False)
+    if proc.returncode != 0:
+        raise InputError(f"training failed (exit {proc.returncode}): {' '.join(cmd)}")
+    return {"output_dir": str(output_dir), "command": " ".join(cmd)}
+
+
+def _pick_genes(dataset: Path, requested: Sequence[str] | None, n: int = 4) -> list[str]:
+    """The requested genes, else demo markers present in the data, else the most expressed."""
+    from .data import load_metadata
+
+    vocab = load_metadata(dataset)["genes"]
+    if requested:
+        return list(requested)
+    present = [g for g in DEMO_MARKERS if g in set(vocab)]
+    if len(present) >= 2:
+        return present[:n]
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(sorted((dataset / "data").glob("*.parquet")), columns=["gene", "mean"])
+    ranked = sorted(zip(table["mean"].to_pylist(), table["gene"].to_pylist()), reverse=True)
+    return [g for _, g in ranked[:n]]
+
+
+def run_main_job(out_dir: str | os.PathLike, *, inputs: Sequence[str] | None = None,
+                 config: str | None = None, overrides: Sequence[str] = (),
+                 timepoint: float | None = None, genes: Sequence[str] | None = None,
+                 force: bool = False) -> dict:
+    """Run the whole job into ``out_dir`` and write ``out_dir/index.html``; return a summary."""
+    from .data import load_metadata, prepare_dataset
+    from .data.synthetic import SynthConfig, write_atlas
+    from .pipelines import generate_trajectories
+    from .tl.embeddings import analyze_embeddings
+    from .tl.evaluate import evaluate_model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = Path(config) if config else ROOT / "configs" / "tiny.yaml"
+    if not config_path.exists():
+        raise InputError(f"{config_path}: training config not found")
+    summary: dict = {"out": str(out)}
+
+    # 1. the atlas: the built-in synthetic one, or the user's files
+    if inputs:
+        sources = [str(Path(p)) for p in inputs]
+        for p in sources:
+            if not Path(p).exists():
+                raise InputError(f"{p}: file not found")
+    else:
+        atlas_dir = out / "atlas"
+        synth = SynthConfig()
+        summary["synth"] = _step(out, "synth", synth.to_dict(),
+                                 lambda: write_atlas(synth, atlas_dir, preview=True, progress=True),
+                                 force=force)
+        sources = [str(atlas_dir / "atlas.h5ad")]
+
+    # 2. prepare: hold out an interior time point when there are at least three
+    dataset = out / "dataset"
+
+    def prepare() -> dict:
+        kwargs = dict(resolution=DEMO_RESOLUTION, timepoint=timepoint, progress=True)
+        if inputs:
+            meta = prepare_dataset(sources, dataset, **kwargs)
+            tps = meta["timepoints"]
+            if len(tps) < 3:
+                return {"timepoints": tps, "holdout": []}
+            holdout = [tps[len(tps) // 2]]
+        else:
+            holdout = [DEMO_HOLDOUT]
+        meta = prepare_dataset(sources, dataset, holdout_timepoints=holdout, **kwargs)
+        return {"timepoints": meta["timepoints"], "holdout": holdout,
+                "genes": len(meta["genes"]), "slices": len(meta["slices"])}
+
+    summary["prepare"] = _step(out, "prepare", {"sources": sources, "timepoint": timepoint,
+                                                "resolution": DEMO_RESOLUTION}, prepare, force=force)
+
+    # 3. train
+    train_dir = out / "train"
+    summary["train"] = _step(
+        out, "train", {"config": config_path.read_text(), "overrides": list(overrides),
+                       "dataset": summary["prepare"]},
+        lambda: _train(config_path, dataset, train_dir, overrides), force=force)
+
+    # 4. generate trajectories for a few genes, every half day
+    chosen = _pick_genes(dataset, genes)
+    tps = load_metadata(dataset)["timepoints"]
+    grid = [round(tps[0] + 0.5 * i, 3) for i in range(int((tps[-1] - tps[0]) / 0.5) + 1)]
+    summary["generate"] = _step(
+        out, "generate", {"genes": chosen, "timepoints": grid, "train": summary["train"]},
+        lambda: generate_trajectories(str(train_dir), chosen, grid, out / "generate",
+                                      num_samples=2, num_inference_steps=25), force=force)
+
+    # 5. evaluate on the held-out time point (needs one)
+    if summary["prepare"].get("holdout"):
+        summary["evaluate"] = _step(
+            out, "evaluate", {"train": summary["train"]},
+            lambda: evaluate_model(str(train_dir), str(dataset), out / "evaluate", num_samples=2,
+                                   num_inference_steps=25, max_genes=48), force=force)
+    else:
+        summary["evaluate"] = {"skipped": "fewer than three time points: nothing to hold out"}
+
+    # 6. gene embeddings
+    summary["embed"] = _step(
+        out, "embed", {"train": summary["train"], "queries": chosen},
+        lambda: analyze_embeddings(str(train_dir), out / "embed", queries=chosen,
+                                   dataset=str(dataset)), force=force)
+
+    write_index(out, summary)
+    summary["index"] = str(out / "index.html")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def write_index(out: Path, summary: dict) -> Path:
+    """A one-page HTML summary linking every picture and table under ``out``."""
+    sections = [("Synthetic atlas", "atlas"), ("Dataset", "dataset"), ("Generated trajectories",
+                "generate"), ("Evaluation on held-out frames", "evaluate"),
+                ("Gene embeddings", "embed"), ("Training", "train")]
+    parts = ["<!doctype html><meta charset='utf-8'><title>videogene run</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+             "img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style>",
+             f"<h1>videogene run: {html.escape(str(out))}</h1>"]
+    for title, sub in sections:
+        folder = out / sub
+        if not folder.exists():
+            continue
+        parts.append(f"<h2>{title}</h2>")
+        step = summary.get(sub if sub != "atlas" else "synth")
+        if isinstance(step, dict):
+            shown = {k: v for k, v in step.items() if not isinstance(v, (dict, list)) or k in
+                     ("summary", "median", "timepoints", "holdout")}
+            parts.append(f"<pre>{html.escape(json.dumps(shown, indent=1, default=str)[:3000])}</pre>")
+        for f in sorted(folder.rglob("*")):
+            rel = f.relative_to(out).as_posix()
+            if "checkpoint-" in rel or ".done" in rel:
+                continue
+            if f.suffix in (".png", ".gif") and f.stat().st_size < 20_000_000:
+                parts.append(f"<p><b>{html.escape(rel)}</b><br><img src='{html.escape(rel)}'></p>")
+            elif f.suffix in (".md", ".json", ".tsv") and f.parent == folder:
+                parts.append(f"<p><a href='{html.escape(rel)}'>{html.escape(rel)}</a></p>")
+    index = out / "index.html"
+    index.write_text("\n".join(parts) + "\n")
+    return index
