@@ -22,26 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from accelerate import Accelerator
-from accelerate.utils import DistributedType, ProjectConfiguration
-from tqdm.auto import tqdm
-
 from videogene.errors import InputError
-from videogene.training import checkpointing as ckpt
 from videogene.training.config import TrainConfig, config_to_dict, flat_config, load_config, save_config
-from videogene.training.diffusion import diffusion_loss, make_noise_scheduler, step_generator
-from videogene.training.hub import push_folder_to_hub, render_model_card
-from videogene.training.optim import build_lr_scheduler, build_optimizer
-from videogene.training.stream import (
-    batch_stream,
-    build_dataset,
-    build_loader,
-    fixed_batches,
-    resolve_dataset_dir,
-    to_device,
-)
-from videogene.training.validation import denoising_loss, sample_grid, save_grid_png
 from videogene.utils import get_logger, set_seed, setup_logging
 
 logger = get_logger("train")
@@ -73,7 +55,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     return load_config(a.config, extra)
 
 
-def peak_memory_gib(device: torch.device) -> float:
+def peak_memory_gib(device) -> float:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
@@ -81,11 +65,29 @@ def peak_memory_gib(device: torch.device) -> float:
 
 def main(cfg: TrainConfig) -> dict:
     """Train according to ``cfg``; returns a summary (final step, losses, paths)."""
+    # heavy imports here, so that --help and config errors answer at once
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType, ProjectConfiguration
     from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
 
     from videogene.data import load_masks, load_metadata
     from videogene.models import VideoGeneUNet, count_parameters, estimate_flops, model_from_preset
     from videogene.pipelines import export_pipeline
+    from videogene.training import checkpointing as ckpt
+    from videogene.training.diffusion import diffusion_loss, make_noise_scheduler, step_generator
+    from videogene.training.hub import push_folder_to_hub, render_model_card
+    from videogene.training.optim import build_lr_scheduler, build_optimizer
+    from videogene.training.stream import (
+        batch_stream,
+        build_dataset,
+        build_loader,
+        fixed_batches,
+        resolve_dataset_dir,
+        to_device,
+    )
+    from videogene.training.validation import denoising_loss, sample_grid, save_grid_png
 
     # 1. Accelerator, trackers, seeds
     out = Path(cfg.output_dir)

@@ -308,7 +308,8 @@ def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, s
         if keep_cols.size < x.shape[1]:
             x = x[:, keep_cols]
         r = rasterize_matrix(x, f.coords[sl.rows], resolution=resolution, transform=tf,
-                             closing=closing, name=f"{sl.source} slice {sl.name}")
+                             closing=closing, name=f"{sl.source} slice {sl.name}",
+                             sort_indices=False)  # tocsc below sorts anyway
         del x
         stack = r["stack"].tocsc()  # (H*W, kept genes of this file)
         # reorder columns into vocabulary order: (H*W, n_genes) with absent genes empty
@@ -331,12 +332,10 @@ def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, s
         gene_tissue[target] += r["n_tissue_pixels"]
         if full.data.size:
             vmin, vmax = min(vmin, float(full.data.min())), max(vmax, float(full.data.max()))
-        for k in range(n_shards):
-            a, b = k * shard_genes, min(n_genes, (k + 1) * shard_genes)
-            lo, hi = full.indptr[a], full.indptr[b]
-            np.savez(tmp / f"s{k:05d}_{si:05d}.npz", indptr=full.indptr[a:b + 1] - lo,
-                     indices=full.indices[lo:hi].astype(np.int32),
-                     data=full.data[lo:hi].astype(np.float32))
+        # spill the slice gene-major (CSC); shards read their gene range back by memmap
+        np.save(tmp / f"{si:05d}_indptr.npy", full.indptr.astype(np.int64))
+        np.save(tmp / f"{si:05d}_indices.npy", full.indices.astype(np.int32, copy=False))
+        np.save(tmp / f"{si:05d}_data.npy", full.data.astype(np.float32, copy=False))
         del full
         slices_meta.append({
             "name": sl.name, "timepoint": sl.timepoint, "source": sl.source,
@@ -351,32 +350,55 @@ def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, s
     empty_frames = 0
     for k in tqdm(range(n_shards), desc="writing shards", unit="shard", disable=not progress):
         a, b = k * shard_genes, min(n_genes, (k + 1) * shard_genes)
-        parts = [np.load(tmp / f"s{k:05d}_{si:05d}.npz") for si in range(n_slices)]
-        parts = [(p["indptr"], p["indices"], p["data"]) for p in parts]
-        slice_idx, indices, values = [], [], []
-        for j, g in enumerate(range(a, b)):
-            sids = np.flatnonzero(present[:, g])
-            slice_idx.append(sids.astype(np.int32))
-            gi, gv = [], []
-            for si in sids:
-                ip, ix, dv = parts[si]
-                gi.append(ix[ip[j]:ip[j + 1]])
-                gv.append(dv[ip[j]:ip[j + 1]])
-                empty_frames += int(ip[j] == ip[j + 1])
-            indices.append(gi)
-            values.append(gv)
+        pairs = np.argwhere(present[:, a:b].T)  # (gene in shard, slice), gene-major
+        starts = np.zeros(len(pairs), dtype=np.int64)
+        lens = np.zeros(len(pairs), dtype=np.int64)
+        idx_parts, val_parts, base = [], [], 0
+        for si in range(n_slices):
+            ip = np.load(tmp / f"{si:05d}_indptr.npy", mmap_mode="r")[a:b + 1]
+            lo, hi = int(ip[0]), int(ip[-1])
+            idx_parts.append(np.load(tmp / f"{si:05d}_indices.npy", mmap_mode="r")[lo:hi])
+            val_parts.append(np.load(tmp / f"{si:05d}_data.npy", mmap_mode="r")[lo:hi])
+            sel = pairs[:, 1] == si
+            j = pairs[sel, 0]
+            starts[sel] = base + ip[j] - lo
+            lens[sel] = ip[j + 1] - ip[j]
+            base += hi - lo
+        flat_idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int32)
+        flat_val = np.concatenate(val_parts) if val_parts else np.zeros(0, np.float32)
+        del idx_parts, val_parts
+        # gather the (gene, slice) runs in gene-major order
+        inner_off = np.zeros(len(pairs) + 1, dtype=np.int64)
+        np.cumsum(lens, out=inner_off[1:])
+        if inner_off[-1] >= 2**31:
+            raise InputError(f"--shard-genes {shard_genes}: a shard would hold {inner_off[-1]} "
+                             "values (> 2^31); use fewer genes per shard")
+        gather = np.repeat(starts - inner_off[:-1], lens) + np.arange(inner_off[-1])
+        empty_frames += int((lens == 0).sum())
+        outer_off = np.zeros(b - a + 1, dtype=np.int64)
+        np.cumsum(np.bincount(pairs[:, 0], minlength=b - a), out=outer_off[1:])
+        slice_idx = pa.ListArray.from_arrays(pa.array(outer_off.astype(np.int32)),
+                                             pa.array(pairs[:, 1].astype(np.int32)))
+        inner_off32 = pa.array(inner_off.astype(np.int32))
+        outer_off32 = pa.array(outer_off.astype(np.int32))
+        indices = pa.ListArray.from_arrays(outer_off32, pa.ListArray.from_arrays(
+            inner_off32, pa.array(flat_idx[gather], pa.int32())))
+        values = pa.ListArray.from_arrays(outer_off32, pa.ListArray.from_arrays(
+            inner_off32, pa.array(flat_val[gather], pa.float32())))
+        del flat_idx, flat_val, gather
         table = pa.table({
             "gene": pa.array(vocab[a:b], pa.string()),
             "gene_id": pa.array(np.arange(a, b, dtype=np.int32)),
-            "slice_idx": _list_array(slice_idx, pa.int32()),
-            "indices": _nested_array(indices, pa.int32()),
-            "values": _nested_array(values, pa.float32()),
+            "slice_idx": slice_idx,
+            "indices": indices,
+            "values": values,
             "nnz_fraction": pa.array(nnz_fraction[a:b].astype(np.float32)),
             "mean": pa.array(mean[a:b].astype(np.float32)),
         }, schema=schema)
         pq.write_table(table, data_dir / f"train-{k:05d}-of-{n_shards:05d}.parquet",
-                       row_group_size=max(1, min(256, b - a)))
-        del parts, table
+                       row_group_size=max(1, min(256, b - a)), use_dictionary=False,
+                       compression="zstd", compression_level=1)
+        del table, indices, values
     np.save(out / MASKS_NAME, masks)
 
     n_cells = sum(s["n_cells"] for s in slices_meta)
@@ -417,28 +439,6 @@ def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, s
         "shard_genes": int(shard_genes),
         "_genes_at_time": genes_at_time,
     }
-
-
-def _list_array(arrays: list[np.ndarray], typ):
-    import pyarrow as pa
-
-    lens = np.array([len(a) for a in arrays], dtype=np.int64)
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
-    np.cumsum(lens, out=offsets[1:])
-    flat = np.concatenate(arrays) if arrays else np.zeros(0)
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
-                                    pa.array(flat.astype(typ.to_pandas_dtype()), typ))
-
-
-def _nested_array(nested: list[list[np.ndarray]], typ):
-    import pyarrow as pa
-
-    inner = [a for row in nested for a in row]
-    inner_arr = _list_array(inner, typ)
-    outer_lens = np.array([len(row) for row in nested], dtype=np.int64)
-    outer = np.zeros(len(nested) + 1, dtype=np.int32)
-    np.cumsum(outer_lens, out=outer[1:])
-    return pa.ListArray.from_arrays(pa.array(outer, pa.int32()), inner_arr)
 
 
 def _log_counts(meta: dict) -> None:

@@ -57,9 +57,13 @@ class VideoGenePipelineOutput(BaseOutput):
 def make_sampler(scheduler_config, name: str):
     """Build a sampling scheduler (``dpmsolver++``, ``ddim`` or ``ddpm``) from a training schedule."""
     if name == "dpmsolver++":
-        # "trailing" spacing starts sampling at the last training step (pure noise) for few steps.
+        # "trailing" spacing starts sampling at the last training step (pure noise) for few steps;
+        # thresholding at 1.0 clips predicted x0 to the data range [-1, 1], as clip_sample does
+        # for DDPM / DDIM (guided predictions overshoot it early in sampling)
+        clip = bool(dict(scheduler_config).get("clip_sample", True))
         return DPMSolverMultistepScheduler.from_config(
-            scheduler_config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing"
+            scheduler_config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing",
+            thresholding=clip, sample_max_value=1.0,
         )
     if name == "ddim":
         return DDIMScheduler.from_config(scheduler_config, timestep_spacing="trailing")
@@ -279,7 +283,7 @@ class VideoGenePipeline(DiffusionPipeline):
         num_samples: int = 1,
         num_inference_steps: int = 25,
         guidance_scale: float = 2.0,
-        generator: torch.Generator | list[torch.Generator] | None = None,
+        generator: torch.Generator | None = None,
         output_type: str = "np",
         masks=None,
         batch_size: int = 8,
@@ -291,7 +295,9 @@ class VideoGenePipeline(DiffusionPipeline):
 
         Classifier-free guidance with the null gene: ``eps = eps_u + s * (eps_c - eps_u)``;
         ``guidance_scale <= 1`` runs the conditional pass only. Trajectories are processed
-        ``batch_size`` at a time (gene-major, sample-minor). Outputs are in expression units
+        ``batch_size`` at a time (gene-major, sample-minor); all noise comes from ``generator``
+        in that order, so a seeded generator and the same ``batch_size`` reproduce the output
+        (use a CPU generator to get the same noise on every device). Outputs are in expression units
         ``(x + 1) / 2 * value_max`` clipped to ``[0, value_max]`` and 0 outside the tissue
         (see :meth:`masks_for`); the mask is also the model's ``tissue_mask`` input.
 

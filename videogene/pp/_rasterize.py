@@ -21,7 +21,7 @@ def _as_csr(x) -> sp.csr_matrix:
 
 
 def rasterize_matrix(x, coords: np.ndarray, *, resolution: int = 64, transform: dict | None = None,
-                     closing: int = 1, name: str = "adata") -> dict:
+                     closing: int = 1, name: str = "adata", sort_indices: bool = True) -> dict:
     """Array-level rasterization behind :func:`rasterize` (cells x genes ``x``, (n, 2) coords).
 
     Each pixel holds the mean over the cells that fall in it: a sparse (pixels x cells)
@@ -47,7 +47,6 @@ def rasterize_matrix(x, coords: np.ndarray, *, resolution: int = 64, transform: 
     assign = sp.csr_matrix((weights.astype(np.float32), (pix[cells], cells)), shape=(n_pix, n))
     xs = _as_csr(x)
     check_values(xs, name=name)
-    stack = (assign @ xs).tocsr()  # (H*W, G), mean per pixel
 
     occupied = (counts > 0).reshape(resolution, resolution)
     mask = occupied.copy()
@@ -74,9 +73,13 @@ def rasterize_matrix(x, coords: np.ndarray, *, resolution: int = 64, transform: 
             k = np.bincount(rows_a, minlength=n_pix)
             nb = sp.csr_matrix(((1.0 / k[rows_a]).astype(np.float32), (rows_a, cols_a)),
                                shape=(n_pix, n_pix))
-            stack = (stack + nb @ stack).tocsr()
+            # linear, so fold the neighbour mean into the (pixels x cells) matrix: one
+            # product with the big cells x genes matrix instead of two and a sum
+            assign = (assign + nb @ assign).tocsr()
+    stack = (assign @ xs).tocsr()  # (H*W, G), mean per pixel
     stack.eliminate_zeros()
-    stack.sort_indices()
+    if sort_indices:
+        stack.sort_indices()
     return {
         "stack": stack,
         "mask": mask,
