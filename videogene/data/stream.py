@@ -190,6 +190,8 @@ class GeneVideoDataset(_torch_iterable_base()):
     ``rate = clip((nnz_fraction / mean nnz_fraction) ** sampling_alpha, *rate_clip)`` and
     ``sample_weight = 1 / rate``, so weighted losses stay unbiased while dense genes are
     seen more often; ``"uniform"`` emits each gene once with weight 1.
+    Frames of the dataset's recorded hold-out (``meta["holdout"]``) and of
+    ``holdout_timepoints`` (added to it) are marked absent unless ``include_holdout=True``.
     ``infinite=True`` keeps going epoch after epoch (epoch, epoch + 1, ...).
     """
 
@@ -222,17 +224,12 @@ class GeneVideoDataset(_torch_iterable_base()):
         self.num_genes = len(m["genes"])
         self.slice_frame = np.array(
             [int(np.argmin(np.abs(self.timepoints - s["timepoint"]))) for s in m["slices"]])
+        # the dataset's recorded hold-out always stays out of training; holdout_timepoints adds
+        # to it (a config can hold out more, never silently train on a declared hold-out)
         hold = m.get("holdout", {})
-        if holdout_timepoints is None:
-            hold_t = [float(t) for t in hold.get("timepoints", [])]
-            self._holdout_pairs = {(str(g), round(float(t), 6)) for g, t in hold.get("frames", [])}
-        else:
-            hold_t = [float(t) for t in holdout_timepoints]
-            self._holdout_pairs = set()
-            dropped = sorted(set(map(float, hold.get("timepoints", []))) - set(hold_t))
-            if dropped and not include_holdout:
-                logger.warning("holdout_timepoints=%s replaces the dataset's hold-out: frames at %s "
-                               "become training data", hold_t, dropped)
+        hold_t = sorted({float(t) for t in hold.get("timepoints", [])}
+                        | {float(t) for t in (holdout_timepoints or [])})
+        self._holdout_pairs = {(str(g), round(float(t), 6)) for g, t in hold.get("frames", [])}
         self.holdout_timepoints = hold_t
         self._holdout_frames = np.array(
             [any(abs(float(t) - h) < 1e-6 for h in hold_t) for t in self.timepoints], dtype=bool)

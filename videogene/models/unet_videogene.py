@@ -65,6 +65,9 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         mask_channel: concatenate the tissue mask to the input as an extra channel.
         dropout: dropout inside residual blocks.
         attention_backend: ``"sdpa"`` (torch scaled_dot_product_attention) or ``"xformers"``.
+        gene_embed_init_std: standard deviation of the initial gene table. Small, so that after
+            training the table holds what the genes' data taught it rather than the random start
+            (with a unit-variance start, neighbours stay random for thousands of steps).
         gene_names: optional vocabulary (``len == num_genes``), stored in the config.
     """
 
@@ -89,6 +92,7 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         mask_channel: bool = True,
         dropout: float = 0.0,
         attention_backend: str = "sdpa",
+        gene_embed_init_std: float = 0.02,
         gene_names: list[str] | None = None,
     ) -> None:
         super().__init__()
@@ -118,6 +122,7 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         # 2. conditioning: diffusion time, gene (+ null row), developmental frame time
         self.time_embed = mlp(chans[0], emb_dim)
         self.gene_embedding = nn.Embedding(num_genes + 1, gene_embed_dim)
+        nn.init.normal_(self.gene_embedding.weight, std=gene_embed_init_std)
         self.gene_proj = mlp(gene_embed_dim, emb_dim)
         self.frame_time_embed = mlp(chans[0], emb_dim)
 

@@ -45,7 +45,7 @@ class DataConfig:
     """Where the training videos come from and how genes are drawn."""
 
     path: str = ""  # prepared dataset folder (videogene prepare) or a Hub dataset id
-    holdout_timepoints: tuple[float, ...] | None = None  # None: the dataset meta's hold-out
+    holdout_timepoints: tuple[float, ...] | None = None  # added to the dataset meta's hold-out
     gene_sampling: str = "uniform"  # "uniform" or "nnz" (sample genes by non-zero fraction)
     shuffle_buffer: int = 256
 
@@ -76,6 +76,7 @@ class ModelConfig:
     mask_channel: bool | None = None
     dropout: float | None = None
     attention_backend: str | None = None  # "sdpa" (default) or "xformers"
+    gene_embed_init_std: float | None = None  # initial spread of the gene table (0.02)
 
     def overrides(self) -> dict[str, Any]:
         """The fields set explicitly (not None), as keyword arguments for the model."""
