@@ -156,7 +156,7 @@ def main(cfg: TrainConfig) -> dict:
     if accelerator.distributed_type == DistributedType.DEEPSPEED:  # no loader goes through prepare
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
             cfg.train_batch_size)
-    optimizer = build_optimizer(model.parameters(), cfg)
+    optimizer = build_optimizer(model, cfg)
     lr_scheduler = build_lr_scheduler(optimizer, cfg)
     if cfg.torch_compile:
         model = torch.compile(model)

@@ -65,7 +65,8 @@ def test_prepare_seqfish(tmp_path, seqfish_path):
     assert len(meta["genes"]) == 351 and meta["counts"]["cells"] == 6834
     assert meta["counts"]["cells_outside_canvas"] == 0
     assert 0 < meta["value_range"][1] <= 6.2
-    # one common scale for the dataset, per-slice rotations
+    # one time point: one shared scale, per-slice rotations
+    assert meta["scale_mode"] == "timepoint"
     assert meta["slices"][0]["transform"]["scale"] == meta["slices"][1]["transform"]["scale"]
     assert "synthetic" not in meta
     _canvas_consistency(out, meta)
@@ -112,9 +113,26 @@ def test_prepare_synthetic(tiny_dataset, tiny_atlas_path):
     (_, canv), = read_gene_canvases(tiny_dataset, genes=[gene])
     expect = densify(r["stack"][:, [5]], meta["resolution"])[0]
     np.testing.assert_allclose(canv[3], expect, rtol=1e-6)
-    # the growing embryo covers more pixels at later times (common scale)
+    # default scale per time point: early and late frames both use the canvas, and the
+    # physical scale (canvas units per micron) shrinks as the embryo grows
     px = [s["n_tissue_pixels"] for s in meta["slices"]]
-    assert np.mean(px[-2:]) > np.mean(px[:2])
+    assert min(px) > 0.5 * max(px)
+    scales = [s["transform"]["scale"] for s in meta["slices"]]
+    assert scales[0] > scales[-1]
+
+
+def test_prepare_scale_modes(tmp_path, tiny_atlas_path):
+    """``scale="dataset"`` keeps growth visible; ``"slice"`` fits each slice."""
+    grown = prepare_dataset([tiny_atlas_path], tmp_path / "d", resolution=16, scale="dataset",
+                            progress=False)
+    assert len({s["transform"]["scale"] for s in grown["slices"]}) == 1
+    px = [s["n_tissue_pixels"] for s in grown["slices"]]
+    assert np.mean(px[-2:]) > 1.3 * np.mean(px[:2])
+    per_slice = prepare_dataset([tiny_atlas_path], tmp_path / "s", resolution=16, scale="slice",
+                                progress=False)
+    assert len({s["transform"]["scale"] for s in per_slice["slices"]}) == len(per_slice["slices"])
+    with pytest.raises(InputError, match="--scale"):
+        prepare_dataset([tiny_atlas_path], tmp_path / "x", scale="organ", progress=False)
 
 
 def test_prepare_holdout(tiny_dataset_holdout):

@@ -70,6 +70,9 @@ def add_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default=None, help="read this layer instead of X")
     p.add_argument("--holdout-timepoints", default=None,
                    help="time points to record as held out from training (comma list)")
+    p.add_argument("--scale", choices=["timepoint", "dataset", "slice"], default="timepoint",
+                   help="canvas scale shared per time point (default: every frame fills the "
+                   "canvas), per dataset (growth stays visible) or fitted per slice")
     p.add_argument("--shard-genes", type=int, default=1000, help="genes per Parquet shard")
 
 
@@ -81,7 +84,7 @@ def run_prepare(a: argparse.Namespace) -> None:
         a.inputs, a.out, time_key=a.time_key, slice_key=a.slice_key, spatial_key=a.spatial_key,
         resolution=a.resolution, genes=a.genes, min_cells=a.min_cells, gene_set=a.gene_set,
         timepoint=a.timepoint, layer=a.layer, holdout_timepoints=holdout,
-        shard_genes=a.shard_genes, progress=True,
+        shard_genes=a.shard_genes, scale=a.scale, progress=True,
     )
     _print_json({"out": a.out, "genes": len(meta["genes"]), "timepoints": meta["timepoints"],
                  "slices": len(meta["slices"]), "normalization": meta["normalization"],

@@ -136,6 +136,7 @@ def prepare_dataset(
     holdout_timepoints: Sequence[float] | None = None,
     shard_genes: int = 1000,
     closing: int = 1,
+    scale: str = "timepoint",
     progress: bool = True,
 ) -> dict:
     """Ingest .h5ad slices into a gene-video dataset folder and return its metadata.
@@ -144,8 +145,12 @@ def prepare_dataset(
     without the slice column is one slice). Time comes from ``obs[time_key]`` (floats or
     strings such as ``"E9.5"``) or ``timepoint`` for files without that column. Raw counts
     (integer values) get normalize_total (1e4) + log1p; non-integer input is taken as
-    log-normalized. All slices share one scale (the largest slice fills the canvas), so
-    growth between time points stays visible. ``holdout_timepoints`` are stored but
+    log-normalized. ``scale`` sets the canvas scale: ``"timepoint"`` (default: the slices
+    of one time point share a scale and the largest fills the canvas, so every frame of the
+    video uses the whole canvas and relative sizes within a time point stay), ``"dataset"``
+    (one scale for all slices: growth between time points stays visible, early frames are
+    small) or ``"slice"`` (each slice fills the canvas). The physical scale of every slice is
+    in its recorded transform. ``holdout_timepoints`` are stored but
     recorded in ``meta["holdout"]`` so the training stream hides them. Everything dropped
     or empty is counted in ``meta["counts"]`` and logged.
     """
@@ -169,6 +174,8 @@ def prepare_dataset(
         raise InputError(f"--min-cells: must be >= 0, got {min_cells}")
     if gene_set not in ("same", "union", "intersection"):
         raise InputError(f"--gene-set: expected same, union or intersection, got {gene_set!r}")
+    if scale not in ("timepoint", "dataset", "slice"):
+        raise InputError(f"--scale: expected timepoint, dataset or slice, got {scale!r}")
     resolution = int(resolution)
     out = Path(out_dir)
     holdout_req = sorted({float(t) for t in (holdout_timepoints or [])})
@@ -230,13 +237,19 @@ def prepare_dataset(
         if gaps:
             logger.warning("time points missing from the sampled grid (no slice): %s", gaps)
 
-        # alignment: per-slice centre/rotation/flip, one scale for the whole dataset
+        # alignment: per-slice centre/rotation/flip; the scale is shared per time point,
+        # per dataset or fitted per slice (``scale``)
         fits = [fit_alignment(s.file.coords[s.rows], name=f"{s.source} slice {s.name}")
                 for s in all_slices]
-        common_scale = min(f["scale"] for f in fits)
-        for f in fits:
-            f["scale"] = common_scale
-            f.pop("extent", None)
+        groups: dict = {}
+        for s, f in zip(all_slices, fits):
+            key = {"dataset": 0, "timepoint": s.timepoint, "slice": id(f)}[scale]
+            groups.setdefault(key, []).append(f)
+        for group in groups.values():
+            shared = min(f["scale"] for f in group)
+            for f in group:
+                f["scale"] = shared
+                f.pop("extent", None)
 
         n_shards = max(1, math.ceil(n_genes / shard_genes))
         out.mkdir(parents=True, exist_ok=True)
@@ -257,6 +270,7 @@ def prepare_dataset(
             f.close()
 
     meta["timepoints"] = timepoints
+    meta["scale_mode"] = scale
     slices_per_t: dict[str, int] = {}
     for s in meta["slices"]:
         slices_per_t[str(s["timepoint"])] = slices_per_t.get(str(s["timepoint"]), 0) + 1

@@ -145,6 +145,7 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
+    gene_embedding_lr_scale: float = 1.0  # LR multiplier of the gene table (rows train sparsely)
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
     use_ema: bool = True
