@@ -150,15 +150,15 @@ def test_evaluate_model_bad_inputs(evaluated, tiny_dataset_holdout, tiny_dataset
     assert not (tmp_path / "o").exists()
 
 
-def test_tools_wrapper_reports_input_error(tmp_path, capsys):
-    import importlib.util
+def test_tools_wrapper_reports_input_error(tmp_path):
+    import subprocess
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "tools" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("tools_evaluate", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    rc = mod.main(["--model", str(tmp_path / "nope"), "--dataset", str(tmp_path / "nod"),
-                   "--out", str(tmp_path / "o")])
-    assert rc == 2
-    assert "error" in capsys.readouterr().err
+    proc = subprocess.run([sys.executable, str(path), "--model", str(tmp_path / "nope"),
+                           "--dataset", str(tmp_path / "nod"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "evaluate.py: error:" in proc.stderr and "nod" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -210,8 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Video diffusion models of spatiotemporal gene expression. "
         "Train with: accelerate launch train.py --config configs/<name>.yaml",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    _add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_args, run) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
@@ -220,19 +219,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+
+
+def _execute(args: argparse.Namespace, name: str) -> int:
+    """Run a parsed command; bad input ends with one line on stderr and exit status 2."""
     setup_logging(-1 if args.quiet else args.verbose)
     try:
         args._run(args)
     except (InputError, FileNotFoundError) as exc:
-        print(f"videogene {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"videogene {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _execute(args, f"videogene {args.command}")
+
+
+def run_tool(command: str, argv: Sequence[str] | None = None, *, description: str | None = None,
+             prog: str | None = None) -> int:
+    """Entry point of the ``tools/*.py`` scripts: one subcommand as a standalone script."""
+    help_text, add_args, run = COMMANDS[command]
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description or help_text,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_verbosity(parser)
+    add_args(parser)
+    parser.set_defaults(_run=run)
+    args = parser.parse_args(argv)
+    return _execute(args, parser.prog)
 
 
 if __name__ == "__main__":
