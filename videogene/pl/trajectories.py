@@ -28,9 +28,7 @@ def _shared_vmax(values: np.ndarray, vmax: float | None) -> float:
 def _cmap(name: str):
     import matplotlib
 
-    cmap = matplotlib.colormaps[name].copy()
-    cmap.set_bad(OUTSIDE_COLOUR)
-    return cmap
+    return matplotlib.colormaps[name].with_extremes(bad=OUTSIDE_COLOUR)
 
 
 def _masked(frame: np.ndarray, mask: np.ndarray | None) -> np.ma.MaskedArray:
