@@ -92,6 +92,7 @@ def test_unknown_key_in_yaml(tmp_path):
     ("max_steps=0", ">= 1"),
     ("push_to_hub=true", "hub_model_id"),
     ("data=3", "section"),
+    ("diffusion.snr_shift=0", "snr_shift"),
 ])
 def test_bad_values(override, match):
     with pytest.raises(InputError, match=match):

@@ -68,6 +68,29 @@ def test_min_snr_weights(prediction_type):
     assert torch.all(min_snr_weights(sched, t, None, prediction_type) == 1)
 
 
+@pytest.mark.parametrize("rescale", [False, True])
+def test_snr_shift_scales_the_schedule_and_reaches_the_samplers(rescale):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    over = ["diffusion.prediction_type=v_prediction", f"diffusion.rescale_betas_zero_snr={rescale}"]
+    base = make_noise_scheduler(load_config(None, over).diffusion)
+    shifted = make_noise_scheduler(load_config(None, [*over, "diffusion.snr_shift=4"]).diffusion)
+
+    def snr(s):
+        return s.alphas_cumprod / (1 - s.alphas_cumprod)
+
+    inner = slice(1, 990)  # the clipped ends of the cosine schedule aside
+    # float32 alphas: 1 - abar loses digits where abar is near 1
+    assert torch.allclose(snr(shifted)[inner] / snr(base)[inner], torch.tensor(16.0), rtol=2e-2)
+    assert bool(torch.all(shifted.alphas_cumprod[:-1] > base.alphas_cumprod[:-1]))
+    if rescale:
+        assert float(shifted.alphas_cumprod[-1]) < 1e-6  # zero terminal SNR is kept
+    for cls in (DDIMScheduler, DPMSolverMultistepScheduler):  # what the pipeline builds
+        sampler = cls.from_config(shifted.config)
+        # (DPM-Solver++ nudges a zero terminal alpha to 2**-24 to keep its sigmas finite)
+        assert torch.allclose(sampler.alphas_cumprod[:-1], shifted.alphas_cumprod[:-1])
+
+
 def test_step_generator_is_a_function_of_seed_step_rank():
     a = torch.randn(5, generator=step_generator(0, 3, 1))
     b = torch.randn(5, generator=step_generator(0, 3, 1))

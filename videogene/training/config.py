@@ -99,6 +99,7 @@ class DiffusionConfig:
     snr_gamma: float | None = 5.0  # min-SNR-gamma loss weighting; None: plain MSE
     gene_dropout: float = 0.1  # probability of replacing the gene with the null gene (for CFG)
     tissue_loss_weight: float = 1.0  # extra loss weight inside tissue (1.0: none)
+    snr_shift: float = 1.0  # multiply the schedule's SNR by snr_shift**2 (weak, sparse signals)
 
     def __post_init__(self) -> None:
         _check_choice("diffusion.", "beta_schedule", self.beta_schedule, BETA_SCHEDULES)
@@ -108,6 +109,8 @@ class DiffusionConfig:
                              "diffusion.prediction_type=v_prediction (zero terminal SNR)")
         if not 0.0 <= self.gene_dropout < 1.0:
             raise InputError(f"config diffusion.gene_dropout={self.gene_dropout}: must be in [0, 1)")
+        if self.snr_shift <= 0:
+            raise InputError(f"config diffusion.snr_shift={self.snr_shift}: must be > 0")
         if self.tissue_loss_weight < 1.0:
             raise InputError(f"config diffusion.tissue_loss_weight={self.tissue_loss_weight}: "
                              "must be >= 1 (1 = no emphasis)")

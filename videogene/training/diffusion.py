@@ -16,8 +16,16 @@ from .config import DiffusionConfig
 
 
 def make_noise_scheduler(dcfg: DiffusionConfig) -> DDPMScheduler:
-    """The training scheduler; its config is what the export's ``scheduler/`` holds."""
-    return DDPMScheduler(
+    """The training scheduler; its config is what the export's ``scheduler/`` holds.
+
+    With ``snr_shift`` k != 1 the named beta schedule is turned into explicit
+    ``trained_betas`` whose SNR is k**2 times the original at every step, which is what
+    scaling the data by k would do. Expression videos are mostly the same value (no
+    expression) with small excursions, so in [-1, 1] their signal is weak against unit noise;
+    the shift lets the network see gene-specific structure at more noise levels. Samplers
+    built from this config (``VideoGenePipeline``) inherit the same betas.
+    """
+    kwargs = dict(
         num_train_timesteps=dcfg.num_train_timesteps,
         beta_schedule=dcfg.beta_schedule,
         prediction_type=dcfg.prediction_type,
@@ -25,6 +33,19 @@ def make_noise_scheduler(dcfg: DiffusionConfig) -> DDPMScheduler:
         clip_sample=True,  # samples live in [-1, 1]
         timestep_spacing="trailing" if dcfg.rescale_betas_zero_snr else "leading",
     )
+    if dcfg.snr_shift != 1.0:
+        base = DDPMScheduler(**kwargs)
+        kwargs["trained_betas"] = shifted_betas(base.alphas_cumprod, dcfg.snr_shift)
+    return DDPMScheduler(**kwargs)
+
+
+def shifted_betas(alphas_cumprod: torch.Tensor, shift: float) -> list[float]:
+    """Betas whose cumulative alphas have SNR ``shift**2`` times that of ``alphas_cumprod``."""
+    abar = alphas_cumprod.double()
+    snr = abar / (1 - abar).clamp_min(1e-20) * shift**2
+    new = snr / (1 + snr)
+    prev = torch.cat([torch.ones(1, dtype=new.dtype), new[:-1]])
+    return (1 - new / prev).clamp(0.0, 0.999).tolist()
 
 
 def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float | None,
