@@ -88,7 +88,6 @@ def test_unknown_key_in_yaml(tmp_path):
     ("mixed_precision=fp8", "mixed_precision"),
     ("data.gene_sampling=rare", "gene_sampling"),
     ("diffusion.prediction_type=x0", "prediction_type"),
-    ("diffusion.rescale_betas_zero_snr=true", "v_prediction"),
     ("max_steps=0", ">= 1"),
     ("push_to_hub=true", "hub_model_id"),
     ("data=3", "section"),
@@ -97,6 +96,12 @@ def test_unknown_key_in_yaml(tmp_path):
 def test_bad_values(override, match):
     with pytest.raises(InputError, match=match):
         load_config(None, [override])
+
+
+def test_zero_terminal_snr_needs_v_prediction():
+    assert load_config(None, ["diffusion.rescale_betas_zero_snr=true"]).diffusion.rescale_betas_zero_snr
+    with pytest.raises(InputError, match="v_prediction"):
+        load_config(None, ["diffusion.prediction_type=epsilon", "diffusion.rescale_betas_zero_snr=true"])
 
 
 def test_missing_and_bad_file(tmp_path):

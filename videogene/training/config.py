@@ -94,7 +94,7 @@ class DiffusionConfig:
 
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
-    prediction_type: str = "epsilon"
+    prediction_type: str = "v_prediction"  # see docs/training.md, "Prediction target"
     rescale_betas_zero_snr: bool = False
     snr_gamma: float | None = 5.0  # min-SNR-gamma loss weighting; None: plain MSE
     gene_dropout: float = 0.1  # probability of replacing the gene with the null gene (for CFG)
