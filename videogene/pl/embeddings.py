@@ -10,6 +10,17 @@ import numpy as np
 __all__ = ["plot_gene_map", "plot_cluster_time_heatmap"]
 
 
+def _save(fig, path, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
 def _categorical_colors(values: np.ndarray):
     import matplotlib.pyplot as plt
 
@@ -71,12 +82,7 @@ def plot_gene_map(emb, path, *, basis: str = "X_umap", highlight: Sequence[str] 
                 ax.annotate(g, xy[i], xytext=(4, 4), textcoords="offset points", fontsize=8,
                             fontweight="bold")
     fig.suptitle(title or f"gene embedding ({emb.n_obs} genes, map: {method})", fontsize=11)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _save(fig, path, dpi)
 
 
 def cluster_time_matrix(emb, *, relative: bool = False) -> tuple[np.ndarray, list[str], list[int]]:
@@ -134,9 +140,4 @@ def plot_cluster_time_heatmap(emb, path, *, dpi: int = 120) -> Path:
         fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
     axes[0, 0].set_ylabel("cluster", fontsize=8)
     fig.suptitle("cluster-mean expression over time", fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _save(fig, path, dpi)
