@@ -13,11 +13,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..utils import get_logger
+from .prepare import MASKS_NAME, META_NAME  # the file names prepare writes
 
 logger = get_logger("videogene.data.stream")
-
-META_NAME = "videogene_meta.json"
-MASKS_NAME = "masks.npy"
 
 
 # ----------------------------------------------------------------------------- locating

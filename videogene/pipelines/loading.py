@@ -8,16 +8,35 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
+from ..data.stream import META_NAME
 from ..errors import InputError
 from ..utils import get_logger
-from .pipeline_videogene import META_FILE, VideoGenePipeline
+from .pipeline_videogene import VideoGenePipeline
 
 logger = get_logger(__name__)
+
+TRAINING_CONFIG = "training_config.yaml"
+
+
+def read_training_config(folder: str | os.PathLike | None) -> dict | None:
+    """The resolved training config saved in an export folder (``training_config.yaml``);
+    None when the folder or the file is absent. Invalid YAML is an InputError."""
+    if folder is None or not (Path(folder) / TRAINING_CONFIG).is_file():
+        return None
+    import yaml
+
+    f = Path(folder) / TRAINING_CONFIG
+    try:
+        cfg = yaml.safe_load(f.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{f}: not valid YAML ({exc})") from None
+    return cfg if isinstance(cfg, dict) else None
 
 RAW_SUBFOLDER = "unet_raw"
 _EXPORT_RE = re.compile(r"^export-(\d+)$")
@@ -85,12 +104,12 @@ def export_pipeline(export_dir, *, unet, scheduler, unet_raw=None, dataset_dir=N
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
     try:
         pipe.save_pretrained(tmp)
-        if dataset_dir is not None and (Path(dataset_dir) / META_FILE).is_file():
-            shutil.copy2(Path(dataset_dir) / META_FILE, tmp / META_FILE)  # byte-identical copy
+        if dataset_dir is not None and (Path(dataset_dir) / META_NAME).is_file():
+            shutil.copy2(Path(dataset_dir) / META_NAME, tmp / META_NAME)  # byte-identical copy
         if unet_raw is not None:
             _unwrap(unet_raw).save_pretrained(tmp / RAW_SUBFOLDER)
         if training_config is not None:
-            (tmp / "training_config.yaml").write_text(
+            (tmp / TRAINING_CONFIG).write_text(
                 yaml.safe_dump(json.loads(json.dumps(training_config, default=str)), sort_keys=False))
         (tmp / "README.md").write_text(model_card or _default_model_card(pipe, training_config))
         if export_dir.is_symlink() or export_dir.is_file():
@@ -171,7 +190,7 @@ def load_pipeline(path_or_hub_id, *, use_ema: bool = True, device=None) -> Video
             logger.info("%s has no %s/: its unet/ holds the raw weights", folder, RAW_SUBFOLDER)
     pipe = VideoGenePipeline.from_pretrained(folder, **kwargs)
     if pipe.masks is None and pipe.meta is None:
-        logger.warning("%s has no %s: masks and time points unknown", folder, META_FILE)
+        logger.warning("%s has no %s: masks and time points unknown", folder, META_NAME)
     pipe.unet.eval()
     pipe.to(_best_device(device))
     pipe.set_progress_bar_config(leave=False)

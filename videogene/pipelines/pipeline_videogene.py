@@ -27,13 +27,12 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolver
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..data.stream import MASKS_NAME, META_NAME, load_masks, load_metadata
 from ..errors import InputError
 from ..utils import get_logger
 
 logger = get_logger(__name__)
 
-META_FILE = "videogene_meta.json"
-MASKS_FILE = "masks.npy"
 SAMPLERS = ("dpmsolver++", "ddim", "ddpm")
 DEFAULT_VALUE_MAX = 9.0
 
@@ -117,11 +116,9 @@ def trajectories_to_anndata(trajectories: np.ndarray, genes: Sequence[str], time
 
 
 def _read_meta(folder: Path) -> tuple[dict | None, np.ndarray | None]:
-    meta = masks = None
-    if (folder / META_FILE).is_file():
-        meta = json.loads((folder / META_FILE).read_text())
-    if (folder / MASKS_FILE).is_file():
-        masks = np.load(folder / MASKS_FILE).astype(bool)
+    """The dataset metadata and masks saved beside the pipeline, each None when absent."""
+    meta = load_metadata(folder) if (folder / META_NAME).is_file() else None
+    masks = load_masks(folder) if (folder / MASKS_NAME).is_file() else None
     return meta, masks
 
 
@@ -246,9 +243,9 @@ class VideoGenePipeline(DiffusionPipeline):
         super().save_pretrained(save_directory, *args, **kwargs)
         folder = Path(save_directory)
         if self.meta is not None:
-            (folder / META_FILE).write_text(json.dumps(self.meta, indent=1))
+            (folder / META_NAME).write_text(json.dumps(self.meta, indent=1))
         if self.masks is not None:
-            np.save(folder / MASKS_FILE, np.asarray(self.masks, dtype=bool))
+            np.save(folder / MASKS_NAME, np.asarray(self.masks, dtype=bool))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):

@@ -76,23 +76,24 @@ def _export_dirs(pipe, path: str | None) -> list[Path]:
 
 def _dataset_from_export(pipe, path: str | None) -> Path | None:
     """The prepared dataset named by the export's training_config.yaml (``data.path``), if any."""
-    import yaml
+    from ..data.stream import META_NAME
+    from ..pipelines.loading import TRAINING_CONFIG, read_training_config
 
     for d in _export_dirs(pipe, path):
-        f = d / "training_config.yaml"
-        if not f.is_file():
-            continue
+        f = d / TRAINING_CONFIG
         try:
-            cfg = yaml.safe_load(f.read_text()) or {}
-        except yaml.YAMLError:
+            cfg = read_training_config(d)
+        except InputError:
             logger.warning("%s: not valid YAML; no dataset statistics", f)
             return None
+        if cfg is None:
+            continue
         data = cfg.get("data") or {}
         p = data.get("path") if isinstance(data, dict) else None
         if not p:
             return None
         for cand in (Path(p), d / p, d.parent / p):
-            if (cand / "videogene_meta.json").is_file():
+            if (cand / META_NAME).is_file():
                 return cand
         logger.warning("the dataset %s named in %s is not here; embedding without data "
                        "statistics (pass dataset= to add them)", p, f)

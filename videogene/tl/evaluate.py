@@ -284,18 +284,6 @@ def _is_pipeline(obj) -> bool:
     return hasattr(obj, "unet") and hasattr(obj, "gene_names") and callable(obj)
 
 
-def _read_training_config(folder: Path | None) -> dict | None:
-    if folder is None or not (Path(folder) / "training_config.yaml").is_file():
-        return None
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((Path(folder) / "training_config.yaml").read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"{folder}/training_config.yaml: not valid YAML ({exc})") from None
-    return cfg if isinstance(cfg, dict) else None
-
-
 def generate_frames(pipe, frames: Sequence[tuple[str, float]], timepoints: Sequence[float],
                     masks: np.ndarray, meta: Mapping, *, num_samples: int = 4,
                     num_inference_steps: int = 25, guidance_scale: float = 2.0,
@@ -569,7 +557,9 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
         from ..pipelines import load_pipeline
 
         pipe, model_name = load_pipeline(model, use_ema=use_ema, device=device), str(model)
-    train_cfg = _read_training_config(getattr(pipe, "source_dir", None))
+    from ..pipelines.loading import read_training_config
+
+    train_cfg = read_training_config(getattr(pipe, "source_dir", None))
     spec = holdout_spec(meta, train_cfg, getattr(pipe, "meta", None))
     frames = heldout_frames(meta, spec=spec, name=f"dataset {dataset}")
 
