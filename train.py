@@ -20,11 +20,10 @@ import os
 import resource
 import sys
 import time
-from pathlib import Path
 
 from videogene.errors import InputError
 from videogene.training.config import TrainConfig, config_to_dict, flat_config, load_config, save_config
-from videogene.utils import get_logger, set_seed, setup_logging
+from videogene.utils import check_output_dir, get_logger, set_seed, setup_logging
 
 logger = get_logger("train")
 
@@ -90,7 +89,7 @@ def main(cfg: TrainConfig) -> dict:
     from videogene.training.validation import denoising_loss, sample_grid, save_grid_png
 
     # 1. Accelerator, trackers, seeds
-    out = Path(cfg.output_dir)
+    out = check_output_dir(cfg.output_dir, name="config output_dir")
     if cfg.report_to == "wandb":
         try:
             import wandb  # noqa: F401
@@ -107,6 +106,11 @@ def main(cfg: TrainConfig) -> dict:
     )
     rank, world = accelerator.process_index, accelerator.num_processes
     is_main = accelerator.is_main_process
+    if world == 1 and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
+        # accelerate's simple launcher sets MASTER_ADDR for --num_processes > 1 but starts one process
+        logger.warning("accelerate launch asked for several processes but this run has one: on a "
+                       "machine without GPUs use `accelerate launch --config_file "
+                       "configs/accelerate/cpu_2proc.yaml train.py ...` (torchrun launcher)")
     set_seed(cfg.seed)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +133,8 @@ def main(cfg: TrainConfig) -> dict:
 
     # 3. model, EMA, noise schedule
     model = model_from_preset(cfg.model.preset, num_genes=len(meta["genes"]), sample_size=side,
-                              gene_names=list(meta["genes"]), **cfg.model.overrides())
+                              gene_names=list(meta["genes"]), **cfg.model.overrides(),
+                              frame_time_range=frame_time_range(meta["timepoints"]))
     n_params = count_parameters(model)
     if is_main:
         flops = estimate_flops(model, num_frames)
@@ -145,6 +150,7 @@ def main(cfg: TrainConfig) -> dict:
                        model_config=model.config)
     noise_scheduler = make_noise_scheduler(cfg.diffusion)
     null_gene_id = model.null_gene_id
+    use_context = bool(model.config.context_channels)  # in-filling: random clean-context subsets
     eval_unet = VideoGeneUNet.from_config(model.config) if is_main else None  # EMA copy for export
 
     # 4. optimizer and LR schedule; only model and optimizer go through prepare (the loader
@@ -247,7 +253,7 @@ def main(cfg: TrainConfig) -> dict:
         torch.manual_seed(gen.initial_seed())  # dropout inside the model: same per (seed, step, rank)
         with accelerator.accumulate(model):
             loss, _ = diffusion_loss(model, noise_scheduler, batch, cfg.diffusion, generator=gen,
-                                     null_gene_id=null_gene_id)
+                                     null_gene_id=null_gene_id, context=use_context)
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -296,6 +302,13 @@ def main(cfg: TrainConfig) -> dict:
     return summary
 
 
+def frame_time_range(timepoints) -> tuple[float, float]:
+    """``(first, last)`` day of the dataset for the model's smooth frame-time embedding (one
+    time point: a one-day range from it)."""
+    lo, hi = float(min(timepoints)), float(max(timepoints))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
 def _card_metrics(metrics: dict) -> dict:
     keep = ("train/loss", "val/denoising_loss")
     return {k: float(metrics[k]) for k in keep if k in metrics and math.isfinite(float(metrics[k]))}
@@ -304,11 +317,17 @@ def _card_metrics(metrics: dict) -> dict:
 def validation_genes(cfg: TrainConfig, meta: dict, val_batches: list[dict]):
     """Genes to sample at validation and their real videos (expression units) where known."""
     import numpy as np
+    import torch
 
-    value_max = float(meta.get("value_max", 9.0))
+    from videogene.data.units import gene_scales, model_units, to_expression
+
+    units = model_units(meta, dataset=cfg.data.path)
+    scales = torch.from_numpy(gene_scales(meta, dataset=cfg.data.path))  # (genes,)
     real_by_id = {}
     for b in val_batches:
-        vids = ((b["video"][:, :, 0] + 1) / 2 * value_max * b["tissue_mask"][:, :, 0]).numpy()
+        scale = scales[b["gene_id"]][:, None, None, None]  # (b, 1, 1, 1)
+        vids = (to_expression(b["video"][:, :, 0], scale, units)
+                * b["tissue_mask"][:, :, 0]).numpy()  # (b, f, h, w) expression units
         present = b["frame_present"].numpy()
         for gid, v, p in zip(b["gene_id"].tolist(), vids, present):
             real_by_id.setdefault(int(gid), v * p[:, None, None])

@@ -68,3 +68,27 @@ def tiny_dataset_holdout(tmp_path_factory, tiny_atlas_path) -> Path:
     prepare_dataset([tiny_atlas_path], out, resolution=TINY_RESOLUTION,
                     holdout_timepoints=[11.5], progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export_dir(tmp_path_factory, tiny_dataset) -> Path:
+    """A training output_dir holding one export of a tiny random model (no training)."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from videogene.data import load_metadata
+    from videogene.models import model_from_preset
+    from videogene.pipelines import export_pipeline
+
+    genes = load_metadata(tiny_dataset)["genes"]
+    torch.manual_seed(0)
+    unet = model_from_preset("tiny", num_genes=len(genes), sample_size=TINY_RESOLUTION,
+                             gene_names=genes)
+    for p in unet.parameters():  # zero-initialised projections -> random, so genes differ
+        if p.ndim > 1 and not p.detach().any():
+            torch.nn.init.normal_(p, std=0.1)
+    out = tmp_path_factory.mktemp("run")
+    export_pipeline(out / "export-5", unet=unet, dataset_dir=tiny_dataset,
+                    scheduler=DDPMScheduler(num_train_timesteps=100, prediction_type="sample",
+                                            beta_schedule="squaredcos_cap_v2"))
+    return out

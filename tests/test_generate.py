@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from videogene.errors import InputError
 
@@ -16,25 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory, tiny_dataset):
-    """A training output_dir holding one export of a tiny random model."""
-    from diffusers import DDPMScheduler
-
-    from videogene.data import load_metadata
-    from videogene.models import model_from_preset
-    from videogene.pipelines import export_pipeline
-
-    genes = load_metadata(tiny_dataset)["genes"]
-    torch.manual_seed(0)
-    unet = model_from_preset("tiny", num_genes=len(genes), sample_size=16, gene_names=genes)
-    for p in unet.parameters():  # zero-initialised projections -> random, so genes differ
-        if p.ndim > 1 and not p.detach().any():
-            torch.nn.init.normal_(p, std=0.1)
-    out = tmp_path_factory.mktemp("run")
-    export_pipeline(out / "export-5", unet=unet, dataset_dir=tiny_dataset,
-                    scheduler=DDPMScheduler(num_train_timesteps=100, prediction_type="sample",
-                                            beta_schedule="squaredcos_cap_v2"))
-    return out
+def export_dir(tiny_export_dir):
+    return tiny_export_dir
 
 
 def test_generate_trajectories_one_gene_default_timepoints(export_dir, tiny_dataset, tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from videogene.data import holdout as ho
 from videogene.errors import InputError
 from videogene.tl import baselines as bl
 from videogene.tl import metrics as mt
@@ -167,7 +168,7 @@ def test_linear_interpolation_exact_for_linear_gene():
     pattern = 0.2 + (xx + 2 * yy) / (3 * res)
     times = np.array([s["timepoint"] for s in meta["slices"]])
     canvases = np.where(masks, (0.5 + 0.8 * (times - 9.5))[:, None, None] * pattern, 0.0)
-    observed = bl.observed_timepoints(meta, "g", heldout_timepoints=[11.5])
+    observed = ho.observed_timepoints(meta, "g", heldout_timepoints=[11.5])
     assert observed == [9.5, 10.5, 12.5]
     ref = 4  # first slice of 11.5
     base = bl.compute_baselines(canvases, masks, meta, 11.5, observed, reference_slice=ref)
@@ -199,7 +200,7 @@ def test_baseline_given_truth_scores_perfectly():
     pattern = rng.uniform(0, 4, size=(res, res))
     masks[:] = masks[0]  # same tissue everywhere: the observed frames *are* the truth
     canvases = np.where(masks, pattern, 0.0)
-    observed = bl.observed_timepoints(meta, "g", heldout_frames=[["g", 11.5], ["h", 9.5]])
+    observed = ho.observed_timepoints(meta, "g", heldout_frames=[["g", 11.5], ["h", 9.5]])
     assert observed == [9.5, 10.5, 12.5]
     base = bl.compute_baselines(canvases, masks, meta, 11.5, observed, reference_slice=4)
     for name, img in base.items():
@@ -233,3 +234,29 @@ def test_baselines_fill_pixels_a_time_point_does_not_cover():
     assert base["nearest"][5, 5] == pytest.approx(12.5)  # 10.5 misses it; next nearest is 12.5
     assert base["nearest"][5, 6] == pytest.approx(10.5)
     assert base["mean_image"][5, 5] == pytest.approx((9.5 + 12.5) / 2)
+
+
+def test_observed_frame_baselines_leave_the_frame_out():
+    meta, masks = _toy()
+    masks[:] = masks[0]
+    times = np.array([s["timepoint"] for s in meta["slices"]])
+    within = np.tile([0.0, 0.5], len(meta["timepoints"]))  # second slice of each time: +0.5
+    canvases = np.where(masks, (times + within)[:, None, None], 0.0)
+    observed = [9.5, 10.5, 12.5]  # 11.5 held out
+    base = bl.observed_frame_baselines(canvases, masks, meta, 10.5, observed, reference_slice=2)
+    assert set(base) == {"mean_image", "replicate"}
+    m = masks[2]
+    # the mean of the *other* observed time images (each the mean of its two slices)
+    np.testing.assert_allclose(base["mean_image"][m], (9.75 + 12.75) / 2)
+    np.testing.assert_array_equal(base["replicate"], canvases[3])
+    # the only observed time point: its own image is all there is
+    only = bl.observed_frame_baselines(canvases, masks, meta, 9.5, [9.5], reference_slice=0)
+    np.testing.assert_allclose(only["mean_image"][m], 9.75)
+    one_slice = {**meta, "slices": meta["slices"][::2]}
+    single = bl.observed_frame_baselines(canvases[::2], masks[::2], one_slice, 10.5, observed,
+                                         reference_slice=1)
+    assert "replicate" not in single
+    with pytest.raises(InputError, match="no observed time point"):
+        bl.observed_frame_baselines(canvases, masks, meta, 10.5, [], reference_slice=2)
+    with pytest.raises(InputError, match="differ"):
+        bl.observed_frame_baselines(canvases[:3], masks, meta, 10.5, observed, reference_slice=2)

@@ -286,3 +286,149 @@ def test_estimate_flops():
     assert f4 > 2 * count_parameters(model)  # convs reuse weights at every pixel
     assert 1.9 * f4 < f8 < 2.3 * f4  # ~linear in frames (temporal attention is quadratic)
     assert estimate_flops(model, 4, 32) > 3.5 * f4
+
+
+# ------------------------------------------------------------------ gene identity, time, context
+NEW_FIELDS = ("frame_time_embedding", "frame_time_range", "frame_time_frequencies", "coord_channels",
+              "gene_tokens", "cross_attention", "context_channels")
+
+
+def make_full_model(seed: int = 0, **overrides) -> VideoGeneUNet:
+    """Tiny model with every optional input on (coordinates, gene tokens, smooth time, context)."""
+    kw = dict(coord_channels=True, gene_tokens=2, frame_time_embedding="fourier",
+              frame_time_range=(9.5, 12.5), context_channels=True)
+    return make_model(seed, **{**kw, **overrides})
+
+
+def test_presets_turn_on_the_gene_identity_paths():
+    for name, cfg in MODEL_PRESETS.items():
+        assert cfg["coord_channels"] and cfg["gene_tokens"] >= 2, name
+        assert cfg["frame_time_embedding"] == "fourier" and cfg["context_channels"], name
+    model = model_from_preset("tiny", NUM_GENES, 16)
+    assert model.gene_token_proj is not None
+    assert any(layer.cross is not None for layer in model.mid_layers)
+
+
+def test_bare_config_is_the_old_architecture_and_old_exports_load(tmp_path):
+    import json
+
+    old_kw = {k: v for k, v in MODEL_PRESETS["tiny"].items() if k not in NEW_FIELDS}
+    torch.manual_seed(0)
+    old = VideoGeneUNet(num_genes=NUM_GENES, sample_size=16, **old_kw)
+    assert old.gene_token_proj is None and old.conv_in.in_channels == 2  # sample + tissue mask
+    assert all(layer.cross is None for layer in old.mid_layers)
+    # the original parameter names: an export written before the new fields has exactly these
+    assert {"frame_time_embed.0.weight", "frame_time_embed.2.weight", "gene_proj.0.weight"} <= set(
+        old.state_dict())
+    assert not any(k.startswith("gene_token_proj") for k in old.state_dict())
+    with torch.no_grad():
+        for p in old.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    old.save_pretrained(tmp_path / "unet")
+    cfg_file = tmp_path / "unet" / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg = {k: v for k, v in cfg.items() if k not in NEW_FIELDS}  # as written before they existed
+    cfg_file.write_text(json.dumps(cfg))
+    loaded = VideoGeneUNet.from_pretrained(tmp_path / "unet").eval()
+    assert loaded.config.gene_tokens == 0 and not loaded.config.context_channels
+    assert loaded.config.frame_time_embedding == "sinusoidal"
+    inputs = make_inputs()
+    torch.testing.assert_close(run(loaded, **inputs), run(old.eval(), **inputs), atol=0, rtol=0)
+    with pytest.raises(InputError, match="no context channels"):
+        run(loaded, **inputs, context=inputs["sample"], context_mask=torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_full_model_shapes_save_load_and_checkpointing(tmp_path):
+    model = make_full_model()
+    inputs = make_inputs()
+    ctx = dict(context=torch.randn(2, 1, 4, 16, 16), context_mask=torch.tensor([[True, False] * 2] * 2))
+    out = run(model, **inputs, **ctx)
+    assert out.shape == (2, 1, 4, 16, 16) and torch.isfinite(out).all()
+    model.save_pretrained(tmp_path / "unet")
+    loaded = VideoGeneUNet.from_pretrained(tmp_path / "unet").eval()
+    assert tuple(loaded.config.frame_time_range) == (9.5, 12.5)
+    torch.testing.assert_close(run(loaded, **inputs, **ctx), out, atol=0, rtol=0)
+    grads = []
+    for checkpointing in (False, True):
+        m = make_full_model().train()
+        if checkpointing:
+            m.enable_gradient_checkpointing()
+        m(**inputs, **ctx).sample.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+    assert any(n.startswith("gene_token_proj") for n in grads[0])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_coordinates_and_gene_tokens_make_the_gene_act_per_pixel():
+    # with the adaptive norm alone a gene can only scale/shift channels; through the tokens
+    # it changes the output differently at different pixels of a constant input
+    model = make_full_model(context_channels=False)
+    inputs = {**make_inputs(), "sample": torch.zeros(2, 1, 4, 16, 16), "tissue_mask": None}
+    a = run(model, **{**inputs, "gene_ids": torch.tensor([1, 1])})
+    b = run(model, **{**inputs, "gene_ids": torch.tensor([2, 2])})
+    diff = (a - b)[0, 0, 0]  # (h, w)
+    assert diff.std() > 1e-3
+    no_tokens = make_full_model(context_channels=False, gene_tokens=0)
+    assert not any(k.startswith("gene_token_proj") for k in no_tokens.state_dict())
+    assert no_tokens.conv_in.in_channels == model.conv_in.in_channels == 4  # sample, mask, y, x
+
+
+def test_fourier_frame_time_interpolates_and_sinusoidal_does_not():
+    from videogene.models.embeddings import FrameTimeEmbedding
+
+    days = torch.tensor([10.0, 11.0, 12.0])
+    smooth = FrameTimeEmbedding("fourier", 16, width=8, time_range=(9.0, 16.0)).features(days)
+    sharp = FrameTimeEmbedding("sinusoidal", 16, width=32, scale=10.0).features(days)
+
+    def between(f):  # distance of the middle day from its neighbours' mean, relative
+        return ((f[1] - (f[0] + f[2]) / 2).norm() / (f[0] - f[2]).norm()).item()
+    assert between(smooth) < 0.3
+    assert between(sharp) > 0.5
+    with pytest.raises(InputError, match="frame_time_range"):
+        FrameTimeEmbedding("fourier", 16, width=8, time_range=(12.0, 12.0))
+    with pytest.raises(InputError, match="frame_time_embedding"):
+        make_model(frame_time_embedding="learned")
+
+
+def test_context_inputs():
+    model = make_full_model()
+    inputs = make_inputs()
+    none = run(model, **inputs)
+    all_false = run(model, **inputs, context=torch.randn(2, 1, 4, 16, 16),
+                    context_mask=torch.zeros(2, 4, dtype=torch.bool))
+    torch.testing.assert_close(all_false, none, atol=0, rtol=0)  # nothing marked: no context
+    cmask = torch.tensor([[True, False, False, False], [False, False, True, False]])
+    ctx = torch.randn(2, 1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    with_ctx = run(model, **inputs, context=ctx, context_mask=cmask)
+    assert (with_ctx[0, :, 2] - none[0, :, 2]).abs().max() > 1e-4  # the context reaches frame 2
+    # the noisy input at a context frame is replaced by the clean frame: changing it does nothing
+    noisy = {**inputs, "sample": inputs["sample"].clone()}
+    noisy["sample"][0, :, 0] += 3.0
+    torch.testing.assert_close(run(model, **noisy, context=ctx, context_mask=cmask), with_ctx)
+    # context values outside the context frames are ignored
+    ctx2 = ctx.clone()
+    ctx2[0, :, 1:] = 7.0
+    torch.testing.assert_close(run(model, **inputs, context=ctx2, context_mask=cmask), with_ctx)
+    with pytest.raises(InputError, match="both or neither"):
+        run(model, **inputs, context=ctx)
+    with pytest.raises(InputError, match="context_mask"):
+        run(model, **inputs, context=ctx, context_mask=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(InputError, match="context"):
+        run(model, **inputs, context=ctx[:, :, :3], context_mask=cmask[:, :3])
+
+
+def test_absent_frames_do_not_affect_present_outputs_with_context_and_tokens():
+    model = make_full_model()
+    inputs = make_inputs()
+    frame_mask = torch.tensor([[True, False, True, True], [True, True, False, False]])
+    cmask = torch.tensor([[True, False, False, False], [False, True, False, False]])
+    ctx = torch.randn(2, 1, 4, 16, 16)
+    base = run(model, **inputs, frame_mask=frame_mask, context=ctx, context_mask=cmask)
+    changed = {k: v.clone() for k, v in inputs.items()}
+    absent = (~frame_mask).nonzero(as_tuple=True)
+    changed["sample"][absent[0], :, absent[1]] = 9.0
+    changed["frame_times"][~frame_mask] = 30.0
+    other = run(model, **changed, frame_mask=frame_mask, context=ctx, context_mask=cmask)
+    present = frame_mask[:, None, :, None, None].expand_as(base)
+    torch.testing.assert_close(other[present], base[present], atol=1e-5, rtol=0)

@@ -279,3 +279,30 @@ def test_load_pipeline_missing_path(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no export found"):
         load_pipeline(tmp_path / "empty")
+
+
+def test_context_frames_are_fed_to_the_model_and_copied_to_the_output(pipe):
+    from videogene.data.units import to_expression
+
+    assert pipe.unet.config.context_channels
+    genes = pipe.gene_names[:2]
+    t = len(pipe.meta["timepoints"])
+    g = torch.Generator().manual_seed(3)
+    ctx = torch.rand(2, 1, t, 16, 16, generator=g) * 2 - 1  # model units
+    cmask = torch.zeros(2, t, dtype=torch.bool)
+    cmask[:, 0] = True
+    plain = _run(pipe, genes, num_samples=2, output_type="pt").trajectories
+    filled = _run(pipe, genes, num_samples=2, output_type="pt", context_frames=ctx,
+                  context_mask=cmask).trajectories
+    other = _run(pipe, genes, num_samples=2, output_type="pt", context_frames=-ctx,
+                 context_mask=cmask).trajectories
+    mask = torch.from_numpy(pipe.masks_for(pipe.timepoints)).float()
+    scale = torch.from_numpy(pipe.gene_scale(genes))[:, None, None, None]
+    want = to_expression(ctx[:, 0, 0][:, None], scale, pipe.model_units).clamp(0, pipe.value_max)
+    torch.testing.assert_close(filled[:, :, 0], (want * mask[0]).expand(2, 2, 16, 16))
+    assert (filled[:, :, 1:] - plain[:, :, 1:]).abs().max() > 1e-4  # the context reaches the rest
+    assert (filled[:, :, 1:] - other[:, :, 1:]).abs().max() > 1e-4
+    with pytest.raises(InputError, match="both or neither"):
+        _run(pipe, genes, context_frames=ctx)
+    with pytest.raises(InputError, match="context_frames"):
+        _run(pipe, genes, context_frames=ctx[:1], context_mask=cmask[:1])

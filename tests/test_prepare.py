@@ -31,7 +31,8 @@ def _check_layout(out: Path, meta: dict) -> None:
     assert masks.dtype == bool and masks.shape == (len(meta["slices"]), res, res)
     for s, m in zip(meta["slices"], masks, strict=True):
         assert s["n_tissue_pixels"] == m.sum() > 0
-        assert set(s["transform"]) == {"center", "rotation", "scale", "flip"}
+        assert set(s["transform"]) == {"center", "rotation", "scale", "flip", "orientation"}
+        assert s["transform"]["orientation"]["method"] == "expression"
     shards = sorted((out / "data").glob("train-*-of-*.parquet"))
     assert shards
     table = pq.read_table(shards)

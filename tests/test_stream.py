@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from videogene.data import GeneVideoDataset, load_masks, load_metadata, read_gene_canvases
+from videogene.data import GeneVideoDataset, load_masks, load_metadata, read_gene_canvases, units
 from videogene.data.prepare import prepare_dataset
 from videogene.errors import InputError
 
@@ -34,6 +34,7 @@ def test_example_shapes_dtypes_ranges(tiny_dataset):
     ds = GeneVideoDataset(tiny_dataset, infinite=False)
     examples = _epoch(ds)
     assert len(examples) == len(meta["genes"])
+    lo, hi = units.model_range(meta)
     f, res = len(meta["timepoints"]), meta["resolution"]
     for ex in examples:
         assert set(ex) == KEYS
@@ -45,10 +46,10 @@ def test_example_shapes_dtypes_ranges(tiny_dataset):
         assert ex["gene_id"].dtype == torch.int64 and ex["gene_id"].ndim == 0
         assert ex["nnz_fraction"].dtype == torch.float32 and 0 <= ex["nnz_fraction"] <= 1
         assert ex["sample_weight"].item() == 1.0
-        v = ex["video"]
-        assert v.min() >= -1 and v.max() <= 1
+        v = ex["video"]  # model units (videogene.data.units)
+        assert v.min() >= lo - 1e-6 and v.max() <= hi + 1e-6
         assert set(ex["tissue_mask"].unique().tolist()) <= {0.0, 1.0}
-        assert torch.all(v[ex["tissue_mask"] == 0] == -1)  # nothing outside tissue
+        assert torch.all(v[ex["tissue_mask"] == 0] == lo)  # nothing outside tissue
         # each frame's mask is the mask of one of the slices of that time point
         for fi in range(f):
             m = ex["tissue_mask"][fi, 0].numpy().astype(bool)
@@ -64,9 +65,12 @@ def test_video_matches_canvases(tiny_dataset):
     ds = GeneVideoDataset(tiny_dataset, infinite=False, shuffle=False)
     for ex in itertools.islice(ds, 10):
         gene = meta["genes"][int(ex["gene_id"])]
-        x = (ex["video"][:, 0].numpy() + 1) / 2 * meta["value_max"]
+        scale = units.gene_scales(meta, [gene])[0]
+        x = units.to_expression(ex["video"][:, 0].numpy(), scale, meta)
         for fi, t in enumerate(meta["timepoints"]):
-            cands = [canv[gene][i] for i, s in enumerate(meta["slices"]) if s["timepoint"] == t]
+            # values above the gene's scale saturate at it
+            cands = [np.minimum(canv[gene][i], scale) for i, s in enumerate(meta["slices"])
+                     if s["timepoint"] == t]
             assert any(np.allclose(x[fi][c > 0], c[c > 0], atol=1e-4) for c in cands)
 
 
@@ -75,7 +79,8 @@ def test_holdout_frames_absent(tiny_dataset_holdout):
     hold = meta["timepoints"].index(11.5)
     for ex in GeneVideoDataset(tiny_dataset_holdout, infinite=False):
         assert not ex["frame_present"][hold]
-        assert torch.all(ex["video"][hold] == -1) and torch.all(ex["tissue_mask"][hold] == 0)
+        assert torch.all(ex["video"][hold] == units.zero_level(meta))  # zero expression
+        assert torch.all(ex["tissue_mask"][hold] == 0)
         assert ex["frame_present"].sum() == len(meta["timepoints"]) - 1
     ex = next(iter(GeneVideoDataset(tiny_dataset_holdout, include_holdout=True)))
     assert ex["frame_present"].all()

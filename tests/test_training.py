@@ -135,7 +135,8 @@ def test_model_card_renders(tiny_dataset):
     assert "# me/vg" in card
     assert "| genes (vocabulary) | 48 |" in card
     assert "preset `tiny`" in card and "59,641" in card and "123 of" in card
-    assert "x 2 processes" in card and "min-SNR-5.0" in card and "| gene sampling | nnz |" in card
+    assert "x 2 processes" in card and "| gene sampling | nnz |" in card
+    assert "SNR shifted x0.25^2" in card and "min-SNR" not in card  # tiny.yaml: plain v-MSE
     assert "| val/denoising_loss | 0.1235 |" in card
     assert "**synthetic** atlas" in card  # the tiny dataset comes from the synthetic atlas
     assert "## Limitations" in card and "## Intended use" in card
@@ -336,3 +337,76 @@ def test_loss_decreases(tiny_dataset, tmp_path):
     before = denoising_loss(fresh, sched, batches, seed=1)
     after = denoising_loss(trained, sched, batches, seed=1)
     assert after < 0.8 * before, (before, after)
+
+
+# ------------------------------------------------------------------ loss weighting, context draws
+def test_edm_weights_and_lognormal_timesteps():
+    from videogene.training.diffusion import edm_weights, lognormal_timesteps
+
+    sched = make_noise_scheduler(load_config(None, []).diffusion)
+    t = torch.tensor([0, 250, 500, 750, 999])
+    torch.testing.assert_close(edm_weights(sched, t, 1.0), torch.ones(5))  # v-prediction = EDM, sd = 1
+    w = edm_weights(sched, t, 0.5)
+    assert torch.all(w[1:] > w[:-1]) and w[0] == pytest.approx(1.0, abs=1e-3)
+    assert w[-1] == pytest.approx(4.0, rel=1e-3)  # 1 / sd^2 at pure noise
+    # min-SNR with v starves high noise (weight ~ snr there); EDM does not
+    cfg = load_config(None, ["diffusion.loss_weighting=edm"]).diffusion
+    assert min_snr_weights(sched, t, 5.0, "v_prediction")[-1] < 1e-3 < w[-1]
+    g = torch.Generator().manual_seed(0)
+    steps = lognormal_timesteps(sched, 4000, cfg.p_mean, cfg.p_std, g)
+    abar = sched.alphas_cumprod[steps].double()
+    log_sigma = 0.5 * torch.log((1 - abar) / abar)
+    assert abs(log_sigma.median().item() - cfg.p_mean) < 0.1
+    assert steps.min() >= 0 and steps.max() < 1000
+    with pytest.raises(InputError, match="loss_weighting=edm needs"):
+        load_config(None, ["diffusion.loss_weighting=edm", "diffusion.prediction_type=epsilon"])
+    with pytest.raises(InputError, match="loss_weighting"):
+        load_config(None, ["diffusion.loss_weighting=snr"])
+
+
+def test_draw_context_subsets():
+    from videogene.training.diffusion import draw_context
+
+    present = torch.tensor([[True, True, True, False, True]] * 2000
+                           + [[True, False, False, False, False]] * 10)
+    ctx = draw_context(present, 0.5, torch.Generator().manual_seed(0))
+    assert ctx.shape == present.shape and ctx.dtype == torch.bool
+    assert not (ctx & ~present).any()  # only present frames
+    n = ctx[:2000].sum(dim=1)
+    assert (n == 0).float().mean().item() == pytest.approx(0.5, abs=0.05)
+    assert n.max() <= 3  # a proper subset: at least one present frame is left to score
+    assert set(n[n > 0].tolist()) == {1, 2, 3}
+    assert not ctx[2000:].any()  # one present frame: nothing to condition on
+    again = draw_context(present, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(ctx, again)
+    assert not draw_context(present, 1.0, torch.Generator().manual_seed(0)).any()
+
+
+def test_diffusion_loss_scores_only_non_context_frames():
+    from videogene.models import model_from_preset
+    from videogene.training.diffusion import diffusion_loss
+
+    torch.manual_seed(0)
+    model = model_from_preset("tiny", 4, 16, context_channels=True)
+    for p in model.parameters():
+        if p.ndim > 1 and not p.detach().any():
+            torch.nn.init.normal_(p, std=0.1)
+    b, f = 6, 4
+    batch = {"video": torch.rand(b, f, 1, 16, 16) * 2 - 1, "tissue_mask": torch.ones(b, f, 1, 16, 16),
+             "frame_times": torch.arange(f).float().repeat(b, 1) + 10, "gene_id": torch.arange(b) % 4,
+             "frame_present": torch.ones(b, f, dtype=torch.bool), "sample_weight": torch.ones(b)}
+    dcfg = load_config(None, ["diffusion.context_none_prob=0.0"]).diffusion
+    calls = []
+
+    def spy(*args, **kw):
+        calls.append(kw)
+        return model(*args, **kw)
+    loss, _ = diffusion_loss(spy, make_noise_scheduler(dcfg), batch, dcfg,
+                             generator=torch.Generator().manual_seed(1), null_gene_id=4, context=True)
+    assert torch.isfinite(loss)
+    cmask = calls[0]["context_mask"]
+    assert cmask.any(dim=1).all() and not cmask.all(dim=1).any()
+    torch.testing.assert_close(calls[0]["context"], batch["video"].transpose(1, 2))
+    loss_off, _ = diffusion_loss(spy, make_noise_scheduler(dcfg), batch, dcfg,
+                                 generator=torch.Generator().manual_seed(1), null_gene_id=4)
+    assert "context" not in calls[1]

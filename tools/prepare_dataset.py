@@ -3,8 +3,10 @@
 
     python tools/prepare_dataset.py atlas.h5ad --out runs/data --resolution 64
     python tools/prepare_dataset.py embryo.h5ad --out runs/seq --slice-key sample --timepoint 8.5
+    python tools/prepare_dataset.py atlas.h5ad --out runs/data --reference-slice E12.5_s1
 
-Writes Parquet shards, videogene_meta.json, masks.npy and a dataset card.
+Writes Parquet shards, videogene_meta.json, masks.npy and a dataset card. Slices are oriented
+by expression against a reference slice (--orientation expression|moments|none).
 """
 
 import sys

@@ -58,6 +58,9 @@ def add_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-key", default="timepoint", help="obs column with the time (timepoint)")
     p.add_argument("--slice-key", default="slice", help="obs column with the slice id (slice)")
     p.add_argument("--spatial-key", default="spatial", help="obsm key of coordinates (spatial)")
+    p.add_argument("--spatial-axes", default=None, metavar="I,J",
+                   help="the two columns of the coordinates that span the section plane "
+                   "(default 0,1; e.g. 0,2 for x,z of 3-D coordinates)")
     p.add_argument("--resolution", type=int, default=64, help="canvas side in pixels (64)")
     p.add_argument("--genes", default=None,
                    help="file with one gene name per line (default: all genes)")
@@ -73,7 +76,27 @@ def add_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", choices=["timepoint", "dataset", "slice"], default="timepoint",
                    help="canvas scale shared per time point (default: every frame fills the "
                    "canvas), per dataset (growth stays visible) or fitted per slice")
+    p.add_argument("--orientation", choices=["expression", "moments", "none"],
+                   default="expression",
+                   help="which way up each slice lands: the canvas symmetry that best matches "
+                   "already oriented slices by expression (default), the outline's third moment, "
+                   "or none (keep the input axes)")
+    p.add_argument("--reference-slice", default=None, metavar="NAME",
+                   help="slice that keeps its orientation and anchors the others "
+                   "(default: the first slice of the best-sampled time point)")
     p.add_argument("--shard-genes", type=int, default=1000, help="genes per Parquet shard")
+
+
+def _parse_axes(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        axes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--spatial-axes {text!r}: expected two column numbers such as 0,1") from None
+    if len(axes) != 2:
+        raise InputError(f"--spatial-axes {text!r}: expected two column numbers such as 0,1")
+    return axes
 
 
 def run_prepare(a: argparse.Namespace) -> None:
@@ -84,7 +107,8 @@ def run_prepare(a: argparse.Namespace) -> None:
         a.inputs, a.out, time_key=a.time_key, slice_key=a.slice_key, spatial_key=a.spatial_key,
         resolution=a.resolution, genes=a.genes, min_cells=a.min_cells, gene_set=a.gene_set,
         timepoint=a.timepoint, layer=a.layer, holdout_timepoints=holdout,
-        shard_genes=a.shard_genes, scale=a.scale, progress=True,
+        shard_genes=a.shard_genes, scale=a.scale, orientation=a.orientation,
+        reference_slice=a.reference_slice, spatial_axes=_parse_axes(a.spatial_axes), progress=True,
     )
     _print_json({"out": a.out, "genes": len(meta["genes"]), "timepoints": meta["timepoints"],
                  "slices": len(meta["slices"]), "normalization": meta["normalization"],
@@ -116,6 +140,12 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timepoints", default=None,
                    help="START:STOP:STEP or comma list (default: the training time points)")
     add_sampler_args(p, samples=4, steps=25)
+    p.add_argument("--context", choices=["none", "observed"], default="none",
+                   help="none: generate from the gene alone (default); observed: fill the "
+                   "requested days from the gene's observed frames (in-filling)")
+    p.add_argument("--dataset", default=None,
+                   help="prepared dataset for --context observed (default: the training "
+                   "config's data.path)")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -126,7 +156,7 @@ def run_generate(a: argparse.Namespace) -> None:
         a.model, a.genes, parse_timepoints(a.timepoints) if a.timepoints else None, a.out,
         num_samples=a.num_samples, num_inference_steps=a.steps, guidance_scale=a.guidance,
         scheduler=a.scheduler, batch_size=a.batch_size, seed=a.seed, use_ema=not a.no_ema,
-        device=a.device,
+        device=a.device, context=a.context, dataset=a.dataset,
     ))
 
 
@@ -136,6 +166,11 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="prepared dataset folder")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--max-genes", type=int, default=None, help="evaluate at most N genes")
+    p.add_argument("--no-train-frames", action="store_true",
+                   help="do not score the observed (training) time points of the generated videos")
+    p.add_argument("--no-infill", action="store_true",
+                   help="do not score model_infill (held-out frames in-filled from the observed "
+                   "ones; models trained with context only)")
     add_sampler_args(p, samples=4, steps=25)
 
 
@@ -146,6 +181,7 @@ def run_evaluate(a: argparse.Namespace) -> None:
         a.model, a.dataset, a.out, num_samples=a.num_samples, num_inference_steps=a.steps,
         guidance_scale=a.guidance, scheduler=a.scheduler, batch_size=a.batch_size,
         max_genes=a.max_genes, seed=a.seed, use_ema=not a.no_ema, device=a.device,
+        train_frames=not a.no_train_frames, infill=not a.no_infill,
     ))
 
 
@@ -179,6 +215,9 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="training config (default: configs/tiny.yaml)")
     p.add_argument("--timepoint", type=float, default=None,
                    help="time for input files that lack the time column")
+    p.add_argument("--time-key", default="timepoint", help="obs column with the time (timepoint)")
+    p.add_argument("--slice-key", default="slice", help="obs column with the slice id (slice)")
+    p.add_argument("--spatial-key", default="spatial", help="obsm key of coordinates (spatial)")
     p.add_argument("--gene", action="append", default=None, dest="show_genes",
                    help="gene to generate; repeat for several (default: a few markers)")
     p.add_argument("--force", action="store_true",
@@ -191,7 +230,9 @@ def run_demo(a: argparse.Namespace) -> None:
     inputs = [i for i in a.inputs if "=" not in i]
     overrides = [i for i in a.inputs if "=" in i]
     _print_json(run_main_job(a.out, inputs=inputs or None, config=a.config, overrides=overrides,
-                             timepoint=a.timepoint, genes=a.show_genes, force=a.force))
+                             timepoint=a.timepoint, genes=a.show_genes, force=a.force,
+                             time_key=a.time_key, slice_key=a.slice_key,
+                             spatial_key=a.spatial_key))
 
 
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {

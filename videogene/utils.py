@@ -65,3 +65,36 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def check_output_dir(path, *, name: str = "--out"):
+    """Check, before any work, that ``path`` can become a writable output folder.
+
+    Creates nothing: an existing folder must be writable, an absent one must have a nearest
+    existing parent that is a writable folder (probed with a temporary file, which also
+    catches read-only file systems where ``os.access`` answers yes to root). Returns the
+    ``Path``; raises :class:`InputError` naming ``name`` and the path.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if path is None or not str(path).strip():
+        raise InputError(f"{name}: no output folder given")
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{name} {p}: exists and is not a folder")
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{name} {p}: {probe} is a file, not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".videogene-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise InputError(f"{name} {p}: cannot write in {probe} ({exc.strerror or exc})") from None
+    return p

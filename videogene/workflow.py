@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import InputError
-from .utils import get_logger
+from .utils import check_output_dir, get_logger
 
 logger = get_logger(__name__)
 
@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_MARKERS = ("Col3a1", "Hba-x", "Sox2", "Ttn", "Afp")
 DEMO_RESOLUTION = 32
 DEMO_HOLDOUT = 12.5
+#: bumped when `videogene prepare` writes different data for the same settings
+PREPARE_REVISION = 2
 
 
 def _step(out: Path, name: str, settings: dict, fn: Callable[[], dict], *, force: bool) -> dict:
@@ -82,15 +84,20 @@ def _pick_genes(dataset: Path, requested: Sequence[str] | None, n: int = 4) -> l
 def run_main_job(out_dir: str | os.PathLike, *, inputs: Sequence[str] | None = None,
                  config: str | None = None, overrides: Sequence[str] = (),
                  timepoint: float | None = None, genes: Sequence[str] | None = None,
-                 force: bool = False) -> dict:
-    """Run the whole job into ``out_dir`` and write ``out_dir/index.html``; return a summary."""
+                 force: bool = False, time_key: str = "timepoint", slice_key: str = "slice",
+                 spatial_key: str = "spatial") -> dict:
+    """Run the whole job into ``out_dir`` and write ``out_dir/index.html``; return a summary.
+
+    ``time_key``, ``slice_key`` and ``spatial_key`` name the input files' columns as in
+    ``videogene prepare``.
+    """
     from .data import load_metadata, prepare_dataset
     from .data.synthetic import SynthConfig, write_atlas
     from .pipelines import generate_trajectories
     from .tl.embeddings import analyze_embeddings
     from .tl.evaluate import evaluate_model
 
-    out = Path(out_dir)
+    out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = Path(config) if config else ROOT / "configs" / "tiny.yaml"
     if not config_path.exists():
@@ -115,10 +122,18 @@ def run_main_job(out_dir: str | os.PathLike, *, inputs: Sequence[str] | None = N
     dataset = out / "dataset"
 
     def prepare() -> dict:
-        kwargs = dict(resolution=DEMO_RESOLUTION, timepoint=timepoint, progress=True)
+        kwargs = dict(resolution=DEMO_RESOLUTION, timepoint=timepoint, progress=True,
+                      time_key=time_key, slice_key=slice_key, spatial_key=spatial_key)
         if inputs:
             meta = prepare_dataset(sources, dataset, **kwargs)
             tps = meta["timepoints"]
+            if len(tps) == 1:
+                print(f"[videogene demo] one time point (E{tps[0]:g}): there is nothing to "
+                      "interpolate or hold out; the run still trains the model, generates that "
+                      "stage and analyses the gene embeddings", file=sys.stderr)
+            elif len(tps) < 3:
+                print(f"[videogene demo] {len(tps)} time points: none is interior, so nothing is "
+                      "held out and the evaluation is skipped", file=sys.stderr)
             if len(tps) < 3:
                 return {"timepoints": tps, "holdout": []}
             holdout = [tps[len(tps) // 2]]
@@ -129,7 +144,12 @@ def run_main_job(out_dir: str | os.PathLike, *, inputs: Sequence[str] | None = N
                 "genes": len(meta["genes"]), "slices": len(meta["slices"])}
 
     summary["prepare"] = _step(out, "prepare", {"sources": sources, "timepoint": timepoint,
-                                                "resolution": DEMO_RESOLUTION}, prepare, force=force)
+                                                "resolution": DEMO_RESOLUTION, "keys": [
+                                                    time_key, slice_key, spatial_key],
+                                                # datasets of older prepares (mirrored slices,
+                                                # no per-gene scale) are redone
+                                                "prepare": PREPARE_REVISION},
+                               prepare, force=force)
 
     # 3. train
     train_dir = out / "train"
@@ -168,26 +188,92 @@ def run_main_job(out_dir: str | os.PathLike, *, inputs: Sequence[str] | None = N
     return summary
 
 
+def _fmt(x, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(float(x), spec)
+
+
+def verdict(summary: dict) -> list[str]:
+    """Plain-language conclusions of a run, most important first (HTML-safe sentences).
+
+    From the evaluation's headline (the gene set and reference it names) and the embedding
+    scores: does the model beat the baselines on the held-out day, by how much, on which
+    metric it wins and loses; does it reproduce its training frames; is the learned gene
+    table better than the data-only baseline.
+    """
+    lines: list[str] = []
+    ev = summary.get("evaluate") or {}
+    h = ev.get("headline") if isinstance(ev, dict) else None
+    if ev.get("skipped"):
+        lines.append(f"No held-out evaluation: {ev['skipped']}.")
+    elif h:
+        held = ", ".join(f"E{float(t):g}" for t in ev.get("heldout_timepoints", []))
+        scope = (f"held-out day {held}, {h['n_genes']} genes of set '{h['gene_set']}', scored "
+                 f"against the {h['against']}")
+        for model, comps in h.get("comparisons", {}).items():
+            lin = comps.get("linear") or next(iter(comps.values()), None)
+            if not lin:
+                continue
+            base = "linear interpolation" if "linear" in comps else next(iter(comps))
+            p, r = lin.get("pearson", {}), lin.get("rmse", {})
+            wins = [b for b, c in comps.items() if (c.get("pearson") or {}).get("outcome") == "win"]
+            diff = (None if p.get("model") is None or p.get("baseline") is None
+                    else p["model"] - p["baseline"])
+            ratio = (None if not r.get("baseline") or r.get("model") is None
+                     else r["model"] / r["baseline"])
+            word = "beats" if p.get("outcome") == "win" and r.get("outcome") == "win" else (
+                "loses to" if p.get("outcome") == "loss" and r.get("outcome") == "loss" else
+                "is mixed against")
+            lines.append(
+                f"<b>{html.escape(model)}</b> {word} {base} ({scope}): median Pearson "
+                f"{_fmt(p.get('model'))} vs {_fmt(p.get('baseline'))} ({_fmt(diff, '+.3f')}, "
+                f"{p.get('outcome') or 'n/a'}), median RMSE {_fmt(r.get('model'))} vs "
+                f"{_fmt(r.get('baseline'))} (ratio {_fmt(ratio, '.2f')}, "
+                f"{r.get('outcome') or 'n/a'}); on Pearson it beats "
+                f"{', '.join(wins) if wins else 'none'} of the baselines "
+                f"({', '.join(comps)}).")
+        train = (h.get("train_frames") or {}).get("methods", {})
+        if "model" in train:
+            ref = train.get("mean_image") or {}
+            lines.append(f"On its training frames the model reaches median Pearson "
+                         f"{_fmt(train['model'].get('pearson'))} (the mean over the other "
+                         f"observed days: {_fmt(ref.get('pearson'))}): "
+                         + ("it reproduces what it was trained on."
+                            if (train['model'].get('pearson') or 0) >= 0.5 else
+                            "it does not yet reproduce what it was trained on, so it cannot "
+                            "interpolate either."))
+    emb = summary.get("embed") or {}
+    learned, base = emb.get("learned") or {}, emb.get("baseline") or {}
+    if learned.get("knn_precision") is not None:
+        k_l, k_b = learned["knn_precision"], base.get("knn_precision")
+        cmp_ = ("" if k_b is None else
+                f" vs {_fmt(k_b)} for the data-only PCA baseline: the learned table is "
+                + ("better" if k_l > k_b else "worse"))
+        lines.append(f"Gene table: kNN precision@10 against {html.escape(str(emb.get('labels')))} "
+                     f"{_fmt(k_l)}{cmp_} (chance {_fmt(learned.get('knn_precision_chance'))}).")
+    return lines
+
+
 def write_index(out: Path, summary: dict) -> Path:
-    """A one-page HTML summary linking every picture and table under ``out``."""
-    sections = [("Synthetic atlas", "atlas"), ("Dataset", "dataset"), ("Generated trajectories",
-                "generate"), ("Evaluation on held-out frames", "evaluate"),
-                ("Gene embeddings", "embed"), ("Training", "train")]
+    """A one-page HTML summary: the verdict first, then every picture and table under ``out``."""
+    sections = [("Evaluation on held-out frames", "evaluate"), ("Gene embeddings", "embed"),
+                ("Generated trajectories", "generate"), ("Synthetic atlas", "atlas"),
+                ("Dataset", "dataset"), ("Training", "train")]
     parts = ["<!doctype html><meta charset='utf-8'><title>videogene run</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-             "img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style>",
-             f"<h1>videogene run: {html.escape(str(out))}</h1>"]
+             "img{max-width:100%;border:1px solid #ddd;margin:4px 0}"
+             "li{margin:6px 0}</style>",
+             f"<h1>videogene run: {html.escape(str(out))}</h1>", "<h2>Verdict</h2>", "<ul>"]
+    parts += [f"<li>{line}</li>" for line in verdict(summary)] or ["<li>no results yet</li>"]
+    parts.append("</ul><p>All figures: <a href='summary.json'>summary.json</a>; per step below."
+                 "</p>")
     for title, sub in sections:
         folder = out / sub
         if not folder.exists():
             continue
         parts.append(f"<h2>{title}</h2>")
-        step = summary.get(sub if sub != "atlas" else "synth")
-        if isinstance(step, dict):
-            shown = {k: v for k, v in step.items() if not isinstance(v, (dict, list)) or k in
-                     ("summary", "median", "timepoints", "holdout")}
-            parts.append(f"<pre>{html.escape(json.dumps(shown, indent=1, default=str)[:3000])}</pre>")
-        for f in sorted(folder.rglob("*")):
+        # learned before baseline, top-level files before those in sub-folders
+        for f in sorted(folder.rglob("*"), key=lambda f: (len(f.relative_to(folder).parts),
+                                                         f.name.startswith("baseline_"), f.name)):
             rel = f.relative_to(out).as_posix()
             if "checkpoint-" in rel or ".done" in rel:
                 continue

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..utils import get_logger
+from ..utils import check_output_dir, get_logger
 
 logger = get_logger("videogene.data.prepare")
 
@@ -127,6 +127,7 @@ def prepare_dataset(
     time_key: str = "timepoint",
     slice_key: str = "slice",
     spatial_key: str = "spatial",
+    spatial_axes: tuple[int, int] | None = None,
     resolution: int = 64,
     genes: str | Path | Sequence[str] | None = None,
     min_cells: int = 0,
@@ -137,28 +138,38 @@ def prepare_dataset(
     shard_genes: int = 1000,
     closing: int = 1,
     scale: str = "timepoint",
+    orientation: str = "expression",
+    reference_slice: str | None = None,
     progress: bool = True,
 ) -> dict:
     """Ingest .h5ad slices into a gene-video dataset folder and return its metadata.
 
     ``inputs``: one .h5ad holding all slices (``obs[slice_key]``) or several files (a file
     without the slice column is one slice). Time comes from ``obs[time_key]`` (floats or
-    strings such as ``"E9.5"``) or ``timepoint`` for files without that column. Raw counts
+    strings such as ``"E9.5"``) or ``timepoint`` for files without that column. Coordinates
+    are ``obsm[spatial_key]``, columns ``spatial_axes`` (default the first two). Raw counts
     (integer values) get normalize_total (1e4) + log1p; non-integer input is taken as
     log-normalized. ``scale`` sets the canvas scale: ``"timepoint"`` (default: the slices
     of one time point share a scale and the largest fills the canvas, so every frame of the
     video uses the whole canvas and relative sizes within a time point stay), ``"dataset"``
     (one scale for all slices: growth between time points stays visible, early frames are
     small) or ``"slice"`` (each slice fills the canvas). The physical scale of every slice is
-    in its recorded transform. ``holdout_timepoints`` are stored but
+    in its recorded transform. ``orientation`` sets which way up and which handedness each slice
+    lands after the principal-axes fit: ``"expression"`` (default: the canvas symmetry whose
+    genes best correlate with already oriented slices, chained from the best-sampled time
+    point, or from ``reference_slice``; see ``videogene.pp._orient``), ``"moments"`` (the
+    third moment of the outline) or ``"none"`` (the input axes are kept: only centre and
+    scale are fitted, for slices already registered to one another). The choice is in
+    each transform's ``orientation`` record. ``holdout_timepoints`` are stored but
     recorded in ``meta["holdout"]`` so the training stream hides them. Everything dropped
     or empty is counted in ``meta["counts"]`` and logged.
     """
     from tqdm.auto import tqdm
 
-    from ..pp._align import fit_alignment
+    from ..pp._align import fit_alignment, fold_op
     from ..pp._io import open_input
     from ..pp._normalize import normalize_log1p
+    from ..pp._orient import check_reference
     from ..pp._rasterize import rasterize_matrix
 
     if isinstance(inputs, (str, Path)):
@@ -176,15 +187,21 @@ def prepare_dataset(
         raise InputError(f"--gene-set: expected same, union or intersection, got {gene_set!r}")
     if scale not in ("timepoint", "dataset", "slice"):
         raise InputError(f"--scale: expected timepoint, dataset or slice, got {scale!r}")
+    if orientation not in ("expression", "moments", "none"):
+        raise InputError(f"--orientation: expected expression, moments or none, got {orientation!r}")
+    if reference_slice is not None and orientation != "expression":
+        raise InputError(f"--reference-slice {reference_slice!r}: only used with --orientation "
+                         f"expression (got {orientation})")
     resolution = int(resolution)
-    out = Path(out_dir)
+    out = check_output_dir(out_dir)
     holdout_req = sorted({float(t) for t in (holdout_timepoints or [])})
 
     files = []
     try:
         for p in inputs:
             files.append(open_input(p, time_key=time_key, slice_key=slice_key,
-                                    spatial_key=spatial_key, timepoint=timepoint, layer=layer))
+                                    spatial_key=spatial_key, timepoint=timepoint, layer=layer,
+                                    spatial_axes=spatial_axes))
         for f in files:
             logger.info("%s%s: %s", f.path, f" layer {layer!r}" if layer else "",
                         "raw counts (integers) -> normalize_total + log1p" if f.is_counts
@@ -215,6 +232,8 @@ def prepare_dataset(
                 if names.count(s.name) > 1:
                     s.name = f"{Path(s.source).stem}/{s.name}"
         all_slices.sort(key=lambda s: s.timepoint)
+        if reference_slice is not None:
+            check_reference([s.name for s in all_slices], reference_slice)
         if min_cells > 0:
             n_cells = _cells_per_gene(files, all_slices, {g: i for i, g in enumerate(vocab)},
                                       progress)
@@ -239,8 +258,14 @@ def prepare_dataset(
 
         # alignment: per-slice centre/rotation/flip; the scale is shared per time point,
         # per dataset or fitted per slice (``scale``)
-        fits = [fit_alignment(s.file.coords[s.rows], name=f"{s.source} slice {s.name}")
+        axes = "input" if orientation == "none" else "principal"
+        fits = [fit_alignment(s.file.coords[s.rows], name=f"{s.source} slice {s.name}", axes=axes)
                 for s in all_slices]
+        # the expression pre-pass scores each slice on its own-scale canvas (ops commute
+        # with scaling); the chosen ops are folded in below
+        orient = _orientation_records(files, all_slices, [dict(f) for f in fits], vocab_index,
+                                      orientation, reference_slice, resolution, progress,
+                                      normalize_log1p)
         groups: dict = {}
         for s, f in zip(all_slices, fits):
             key = {"dataset": 0, "timepoint": s.timepoint, "slice": id(f)}[scale]
@@ -250,6 +275,9 @@ def prepare_dataset(
             for f in group:
                 f["scale"] = shared
                 f.pop("extent", None)
+        for i, rec in enumerate(orient):
+            fits[i] = fold_op(fits[i], rec["op"])
+            fits[i]["orientation"] = rec
 
         n_shards = max(1, math.ceil(n_genes / shard_genes))
         out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +290,7 @@ def prepare_dataset(
         try:
             meta = _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards,
                            shard_genes, tmp, data_dir, out, counts, closing, progress,
-                           rasterize_matrix, normalize_log1p, tqdm)
+                           rasterize_matrix, normalize_log1p, tqdm, holdout=holdout)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     finally:
@@ -290,10 +318,44 @@ def prepare_dataset(
     return meta
 
 
+def _orientation_records(files, all_slices, fits, vocab_index, orientation, reference_slice,
+                         resolution, progress, normalize_log1p) -> list[dict]:
+    """One ``transform["orientation"]`` record per slice (``op`` to fold into its fit)."""
+    from ..pp._orient import ORIENT_RESOLUTION, orient_slices
+
+    if orientation != "expression" or len(all_slices) == 1:
+        note = {"note": "single slice: nothing to orient"} if len(all_slices) == 1 else {}
+        return [{"method": orientation, "op": "identity", "score": None, "reference": None,
+                 **note} for _ in all_slices]
+    gmaps: dict[int, np.ndarray] = {}
+
+    def load(i: int):
+        sl = all_slices[i]
+        f = sl.file
+        x = f.read_rows(sl.rows)
+        if f.is_counts:
+            x = normalize_log1p(x)
+        if id(f) not in gmaps:
+            gmaps[id(f)] = np.array([vocab_index.get(g, -1) for g in f.var_names], dtype=np.int64)
+        keep = np.flatnonzero(gmaps[id(f)] >= 0)
+        if keep.size < x.shape[1]:
+            x = x[:, keep]
+        return x, f.coords[sl.rows], gmaps[id(f)][keep]
+
+    return orient_slices(load, fits, names=[s.name for s in all_slices],
+                         timepoints=[s.timepoint for s in all_slices],
+                         n_cells=[len(s.rows) for s in all_slices], reference=reference_slice,
+                         resolution=min(resolution, ORIENT_RESOLUTION), progress=progress)
+
+
 def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, shard_genes, tmp,
-            data_dir, out, counts, closing, progress, rasterize_matrix, normalize_log1p, tqdm):
+            data_dir, out, counts, closing, progress, rasterize_matrix, normalize_log1p, tqdm,
+            holdout=()):
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from ..pp import _spatial
+    from . import units
 
     n_genes = len(vocab)
     n_slices = len(all_slices)
@@ -303,6 +365,12 @@ def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, s
     gene_tissue = np.zeros(n_genes, dtype=np.int64)
     present = np.zeros((n_slices, n_genes), dtype=bool)
     masks = np.zeros((n_slices, resolution, resolution), dtype=bool)
+    # per-gene scale and spatial signal come from training slices only (no hold-out time point)
+    train_slice = np.array([not any(abs(s.timepoint - h) < 1e-9 for h in holdout)
+                            for s in all_slices], dtype=bool)
+    moran = np.full((n_slices, n_genes), np.nan, dtype=np.float32)  # Moran's I per slice, gene
+    amplitude = np.full((n_slices, n_genes), np.nan, dtype=np.float32)  # spatial sd / mean
+    moran_null_var = []  # per training slice: variance of Moran's I for random values
     slices_meta = []
     vmin, vmax = math.inf, -math.inf
     norms = set()
@@ -340,6 +408,12 @@ def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, s
         del stack
         present[si, target] = True
         masks[si] = r["mask"]
+        if train_slice[si]:
+            # over the pixels that hold cells: those filled by the closing are neighbour means,
+            # which would add autocorrelation to every gene
+            occupied = r["counts"] > 0
+            moran[si], amplitude[si] = _spatial.morans_i_sparse(full, occupied, amplitude=True)
+            moran_null_var.append(_spatial.null_variance(occupied))
         gene_nnz += np.diff(full.indptr)
         gene_sum += np.bincount(np.repeat(np.arange(n_genes), np.diff(full.indptr)),
                                 weights=full.data, minlength=n_genes)
@@ -362,6 +436,10 @@ def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, s
     nnz_fraction = np.divide(gene_nnz, gene_tissue, out=np.zeros(n_genes), where=gene_tissue > 0)
     mean = np.divide(gene_sum, gene_tissue, out=np.zeros(n_genes), where=gene_tissue > 0)
     empty_frames = 0
+    gene_scale = np.zeros(n_genes, dtype=np.float64)
+    tissue_px = np.array([s["n_tissue_pixels"] for s in slices_meta], dtype=np.float64)
+    u_sum = u_sq = 0.0  # sums of u = clip(x / scale, 0, 1) over tissue pixels of training frames
+    u_n = float((present & train_slice[:, None]).sum(axis=1) @ tissue_px)
     for k in tqdm(range(n_shards), desc="writing shards", unit="shard", disable=not progress):
         a, b = k * shard_genes, min(n_genes, (k + 1) * shard_genes)
         pairs = np.argwhere(present[:, a:b].T)  # (gene in shard, slice), gene-major
@@ -389,6 +467,15 @@ def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, s
                              "values (> 2^31); use fewer genes per shard")
         gather = np.repeat(starts - inner_off[:-1], lens) + np.arange(inner_off[-1])
         empty_frames += int((lens == 0).sum())
+        gathered = flat_val[gather]
+        val_gene = np.repeat(pairs[:, 0], lens)  # gene (in shard) of each gathered value
+        val_train = np.repeat(train_slice[pairs[:, 1]], lens)
+        q, _ = units.grouped_quantile(gathered[val_train], val_gene[val_train], b - a,
+                                      units.GENE_SCALE_QUANTILE)
+        gene_scale[a:b] = np.maximum(q, units.GENE_SCALE_FLOOR)
+        u = np.minimum(gathered[val_train] / gene_scale[a:b][val_gene[val_train]], 1.0)
+        u_sum, u_sq = u_sum + float(u.sum()), u_sq + float((u * u).sum())
+        del u, val_gene, val_train
         outer_off = np.zeros(b - a + 1, dtype=np.int64)
         np.cumsum(np.bincount(pairs[:, 0], minlength=b - a), out=outer_off[1:])
         slice_idx = pa.ListArray.from_arrays(pa.array(outer_off.astype(np.int32)),
@@ -398,8 +485,8 @@ def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, s
         indices = pa.ListArray.from_arrays(outer_off32, pa.ListArray.from_arrays(
             inner_off32, pa.array(flat_idx[gather], pa.int32())))
         values = pa.ListArray.from_arrays(outer_off32, pa.ListArray.from_arrays(
-            inner_off32, pa.array(flat_val[gather], pa.float32())))
-        del flat_idx, flat_val, gather
+            inner_off32, pa.array(gathered, pa.float32())))
+        del flat_idx, flat_val, gather, gathered
         table = pa.table({
             "gene": pa.array(vocab[a:b], pa.string()),
             "gene_id": pa.array(np.arange(a, b, dtype=np.int32)),
@@ -441,6 +528,25 @@ def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, s
         value_max = float(math.ceil(vmax))
         logger.warning("expression reaches %.3g > %.1f: value_max set to %.1f", vmax, VALUE_MAX,
                        value_max)
+    spatial_signal = np.round(_spatial.mean_defined(moran[train_slice]) if train_slice.any()
+                              else np.zeros(n_genes), 6)
+    spatial_amplitude = np.round(_spatial.mean_defined(amplitude[train_slice])
+                                 if train_slice.any() else np.zeros(n_genes), 6)
+    threshold = _spatial.spatial_threshold(moran_null_var)
+    variable = _spatial.spatially_variable(spatial_signal, spatial_amplitude, threshold=threshold)
+    stats = units.centered_params(u_sum, u_sq, u_n)
+    if units.DEFAULT_MAPPING == "centered":
+        model_units = stats
+    else:
+        model_units = {"mapping": units.DEFAULT_MAPPING, "tissue_mean": stats["center"],
+                       "tissue_std": stats["std"]}
+    logger.info("per-gene scale (%s): median %.3g, %d genes at the floor; spatially variable: "
+                "%d of %d genes (mean Moran's I >= %g, amplitude >= %g); model units: %s",
+                units.gene_scale_rule(),
+                float(np.median(gene_scale)) if n_genes else 0.0,
+                int((gene_scale <= units.GENE_SCALE_FLOOR).sum()),
+                int(variable.sum()), n_genes, threshold, _spatial.SPATIAL_AMPLITUDE_THRESHOLD,
+                model_units["mapping"])
     return {
         "format_version": FORMAT_VERSION,
         "resolution": resolution,
@@ -449,6 +555,15 @@ def _ingest(files, all_slices, fits, vocab, vocab_index, resolution, n_shards, s
         "normalization": norms.pop() if len(norms) == 1 else "mixed",
         "value_max": value_max,
         "value_range": [float(vmin), float(vmax)],
+        "gene_scale": [round(float(v), 6) for v in gene_scale],
+        "gene_scale_floor": float(units.GENE_SCALE_FLOOR),
+        "gene_scale_rule": units.gene_scale_rule(),
+        "spatial_signal": [float(v) for v in spatial_signal],
+        "spatially_variable": [bool(v) for v in variable],
+        "spatial_threshold": threshold,
+        "spatial_amplitude": [float(v) for v in spatial_amplitude],
+        "spatial_amplitude_threshold": float(_spatial.SPATIAL_AMPLITUDE_THRESHOLD),
+        "model_units": model_units,
         "nnz_fraction_mean": float(nnz_fraction.mean()) if n_genes else 0.0,
         "shard_genes": int(shard_genes),
         "_genes_at_time": genes_at_time,
@@ -507,6 +622,11 @@ def _dataset_card(meta: dict, n_shards: int) -> str:
         f"| cells | {c['cells']} ({c['cells_outside_canvas']} outside the canvas) |",
         f"| normalization | {meta['normalization']} |",
         f"| value range | {meta['value_range'][0]:.3g} .. {meta['value_range'][1]:.3g} |",
+        f"| per-gene scale | {meta['gene_scale_rule']} |",
+        f"| spatially variable genes | {sum(meta['spatially_variable'])} (mean Moran's I >= "
+        f"{meta['spatial_threshold']:.3g} and spatial amplitude >= "
+        f"{meta['spatial_amplitude_threshold']:g}) |",
+        f"| model units | {meta['model_units']['mapping']} (`videogene.data.units`) |",
         f"| held-out time points | {held} |",
         f"| shards | {n_shards} |",
         "",

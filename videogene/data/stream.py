@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import InputError
 from ..utils import get_logger
 from .prepare import MASKS_NAME, META_NAME  # the file names prepare writes
+from .units import gene_scales, model_units, to_model_units, zero_level
 
 logger = get_logger("videogene.data.stream")
 
@@ -178,6 +179,11 @@ class GeneVideoDataset(_torch_iterable_base()):
 
     Each example is the dict of docs/design.md section 3 (``video``, ``tissue_mask``,
     ``frame_times``, ``frame_present``, ``gene_id``, ``nnz_fraction``, ``sample_weight``).
+    ``video`` is in model units: each present frame is
+    ``videogene.data.units.to_model_units(canvas, gene_scale[gene], meta)``; absent frames and
+    pixels outside the tissue hold the model units of zero expression (``units.zero_level``;
+    -1 for the ``minus_one_one`` mapping). Datasets without per-gene scales map every gene as
+    ``x / value_max * 2 - 1`` (and say so once in the log).
     Genes are split disjointly across processes (``rank``/``world_size``; default from
     torch.distributed, or accelerate's ``PartialState`` if set up) with
     ``datasets.distributed.split_dataset_by_node`` and across DataLoader workers. At every
@@ -220,6 +226,9 @@ class GeneVideoDataset(_torch_iterable_base()):
         self.timepoints = np.asarray(m["timepoints"], dtype=np.float32)
         self.value_max = float(m.get("value_max", 9.0))
         self.num_genes = len(m["genes"])
+        self.units = model_units(m, dataset=self.source)
+        self.gene_scale = gene_scales(m, dataset=self.source)  # (genes,) float32
+        self.zero_level = zero_level(self.units)
         self.slice_frame = np.array(
             [int(np.argmin(np.abs(self.timepoints - s["timepoint"]))) for s in m["slices"]])
         # the dataset's recorded hold-out always stays out of training; holdout_timepoints adds
@@ -309,7 +318,8 @@ class GeneVideoDataset(_torch_iterable_base()):
 
         gid, gene, nnz, sidx, idx, vals = row
         n_f, res = len(self.timepoints), self.resolution
-        video = np.full((n_f, res * res), -1.0, dtype=np.float32)
+        video = np.full((n_f, res * res), self.zero_level, dtype=np.float32)
+        scale = self.gene_scale[gid]
         mask = np.zeros((n_f, res * res), dtype=np.float32)
         present = np.zeros(n_f, dtype=bool)
         frames = self.slice_frame[sidx] if len(sidx) else np.zeros(0, dtype=int)
@@ -325,7 +335,7 @@ class GeneVideoDataset(_torch_iterable_base()):
             s = int(sidx[k])
             canvas = np.zeros(res * res, dtype=np.float32)
             canvas[idx[k]] = vals[k]
-            video[f] = np.clip(canvas / self.value_max, 0.0, 1.0) * 2.0 - 1.0
+            video[f] = to_model_units(canvas, scale, self.units)
             mask[f] = self._masks_f[s]
             present[f] = True
         return {

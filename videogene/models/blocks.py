@@ -123,6 +123,32 @@ class SpatialAttention(nn.Module):
         return x + rearrange(self.out(out), "n (h w) c -> n c h w", h=h, w=w)
 
 
+class CrossAttention(nn.Module):
+    """Pixels of each frame attend to that frame's gene tokens: the gene says *what* it wants
+    *where* (the adaptive norm only sets per-channel scale and shift, the same at every pixel).
+    Zero-initialised output, so a fresh layer is the identity."""
+
+    def __init__(self, channels: int, token_dim: int, *, head_dim: int = 32, groups: int = 32,
+                 backend: str = "sdpa") -> None:
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.backend = backend
+        self.norm = nn.GroupNorm(num_groups(channels, groups), channels, eps=1e-6)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(token_dim, 2 * channels)
+        self.out = zero_module(nn.Linear(channels, channels))
+
+    def forward(self, x: Tensor, tokens: Tensor) -> Tensor:
+        # x: ((b f), c, h, w); tokens: ((b f), n, d)
+        h, w = x.shape[-2:]
+        q = rearrange(self.q(rearrange(self.norm(x), "n c h w -> n (h w) c")),
+                      "n l (heads d) -> n heads l d", heads=self.heads)
+        k, v = rearrange(self.kv(tokens), "n t (two heads d) -> two n heads t d", two=2,
+                         heads=self.heads)
+        out = rearrange(attention(q, k, v, None, self.backend), "n heads l d -> n l (heads d)")
+        return x + rearrange(self.out(out), "n (h w) c -> n c h w", h=h, w=w)
+
+
 class TemporalAttention(nn.Module):
     """Self-attention across frames at every pixel, with a learned absolute position signal
     from the (continuous) developmental-time embedding; absent frames are masked keys."""
@@ -150,24 +176,28 @@ class TemporalAttention(nn.Module):
 
 
 class SpaceTimeLayer(nn.Module):
-    """ResBlock -> optional spatial attention -> optional temporal attention (the unit that
-    gradient checkpointing wraps)."""
+    """ResBlock -> optional spatial attention -> optional cross-attention to the gene tokens ->
+    optional temporal attention (the unit that gradient checkpointing wraps)."""
 
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int, *,
                  spatial_attention: bool, temporal_attention: bool, head_dim: int, groups: int,
-                 dropout: float, backend: str) -> None:
+                 dropout: float, backend: str, cross_attention: bool = False) -> None:
         super().__init__()
         self.resnet = ResBlock(in_channels, out_channels, emb_dim, groups=groups, dropout=dropout)
         self.spatial = (SpatialAttention(out_channels, head_dim=head_dim, groups=groups,
                                          backend=backend) if spatial_attention else None)
+        self.cross = (CrossAttention(out_channels, emb_dim, head_dim=head_dim, groups=groups,
+                                     backend=backend) if cross_attention else None)
         self.temporal = (TemporalAttention(out_channels, emb_dim, head_dim=head_dim, groups=groups,
                                            backend=backend) if temporal_attention else None)
 
     def forward(self, x: Tensor, emb: Tensor, pos: Tensor, key_mask: Tensor | None,
-                num_frames: int) -> Tensor:
+                num_frames: int, tokens: Tensor | None = None) -> Tensor:
         x = self.resnet(x, emb)
         if self.spatial is not None:
             x = self.spatial(x)
+        if self.cross is not None:
+            x = self.cross(x, tokens)
         if self.temporal is not None:
             x = self.temporal(x, pos, key_mask, num_frames)
         return x

@@ -1,8 +1,14 @@
 """Model size presets, parameter counts and FLOP estimates.
 
 ``MODEL_PRESETS[name]`` holds the ``VideoGeneUNet`` config kwargs except ``num_genes``,
-``sample_size`` and ``gene_names`` (which come from the dataset); ``configs/<name>.yaml``
-mirrors them under ``model:``.
+``sample_size`` and ``gene_names`` (which come from the dataset; training also passes the
+dataset's ``frame_time_range``); ``configs/<name>.yaml`` mirrors them under ``model:``.
+
+Every preset turns on the gene-identity and in-filling paths (docs/training.md, "Results log:
+the model learns genes"): canvas coordinates as input channels, 4 gene tokens for
+cross-attention at the spatial-attention levels, the smooth (Fourier) frame-time embedding and
+context channels. A bare ``VideoGeneUNet(...)`` config leaves them off (the original
+architecture), which is how exports written before them load.
 """
 
 from __future__ import annotations
@@ -15,22 +21,27 @@ from torch import nn
 from ..errors import InputError
 from .unet_videogene import VideoGeneUNet
 
+# the gene-identity, smooth-time and in-filling inputs, the same in every preset
+_CONDITIONING = dict(coord_channels=True, gene_tokens=4, frame_time_embedding="fourier",
+                     frame_time_frequencies=2, context_channels=True)
+
 MODEL_PRESETS: dict[str, dict] = {
     # milliseconds on CPU at 4 frames x 16x16: tests and smoke runs
     "tiny": dict(block_out_channels=(8, 16), layers_per_block=1, spatial_attention=(False, True),
-                 attention_head_dim=8, norm_num_groups=4, gene_embed_dim=8, embed_dim=32),
+                 attention_head_dim=8, norm_num_groups=4, gene_embed_dim=8, embed_dim=32,
+                 **_CONDITIONING),
     # a few M parameters: CPU experiments, small atlases
     "small": dict(block_out_channels=(32, 64, 128), layers_per_block=1,
                   spatial_attention=(False, False, True), attention_head_dim=32, norm_num_groups=16,
-                  gene_embed_dim=64, embed_dim=128),
+                  gene_embed_dim=64, embed_dim=128, **_CONDITIONING),
     # ~50M: one GPU, 64x64 canvases
     "base": dict(block_out_channels=(64, 128, 256, 384), layers_per_block=2,
                  spatial_attention=(False, False, True, True), attention_head_dim=64,
-                 norm_num_groups=32, gene_embed_dim=128, embed_dim=256),
+                 norm_num_groups=32, gene_embed_dim=128, embed_dim=256, **_CONDITIONING),
     # ~200M: large atlases, 64-128 px canvases
     "large": dict(block_out_channels=(128, 256, 512, 768), layers_per_block=2,
                   spatial_attention=(False, False, True, True), attention_head_dim=64,
-                  norm_num_groups=32, gene_embed_dim=256, embed_dim=512),
+                  norm_num_groups=32, gene_embed_dim=256, embed_dim=512, **_CONDITIONING),
 }
 
 

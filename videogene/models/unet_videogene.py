@@ -7,6 +7,14 @@ frames at every pixel after the spatial layers of each resolution (Video Diffusi
 al. 2022). Conditioning = diffusion-time MLP + gene MLP (per example) + developmental-time MLP (per
 frame), injected by adaptive GroupNorm in every residual block. Normalisation is per frame and
 absent frames are masked keys, so outputs at present frames do not depend on absent frames.
+
+Optional (off in a bare config, so exports written before they existed load unchanged; on in
+the presets): canvas coordinates as input channels (``coord_channels``), gene tokens that pixels
+attend to at the coarse levels (``gene_tokens``, ``cross_attention``), a smooth frame-time
+embedding over the dataset's day range (``frame_time_embedding="fourier"``), and clean context
+frames for in-filling (``context_channels``: masked conditional video diffusion, Voleti et al.
+2022): the context video and a per-frame context mask are extra input channels, and the noisy
+input at context frames is zeroed, so training and sampling see the same thing there.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from .blocks import (
     sinusoidal_embedding,
     zero_module,
 )
+from .embeddings import FrameTimeEmbedding, GeneTokens, coordinate_grid
 
 
 @dataclass
@@ -60,8 +69,19 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         norm_num_groups: GroupNorm groups (reduced to a divisor of the channel count).
         gene_embed_dim: width of the gene embedding table (what :meth:`gene_embeddings` returns).
         embed_dim: width of the combined conditioning embedding (default ``4 * block_out_channels[0]``).
-        frame_time_scale: developmental days are multiplied by this before the sinusoidal
-            embedding (10: half a day is 5 units of the fastest frequency).
+        frame_time_scale: ``"sinusoidal"`` only: developmental days are multiplied by this
+            before the embedding (10: half a day is 5 units of the fastest frequency).
+        frame_time_embedding: ``"sinusoidal"`` (original) or ``"fourier"`` (smooth over the
+            day range: a day between two sampled ones lands between them).
+        frame_time_range: ``(first, last)`` day of the training data (``"fourier"``; training
+            sets it from the dataset), mapped to [0, 1]; None: ``(0, 10)``.
+        frame_time_frequencies: ``"fourier"`` only: ``sin/cos(pi k t)`` for ``k = 1 .. n``.
+        coord_channels: add the canvas coordinates (y, x in [-1, 1]) as two input channels.
+        gene_tokens: number of gene tokens that pixels attend to (0: no cross-attention).
+        cross_attention: per level, whether to cross-attend to the gene tokens (``None`` = the
+            levels with spatial attention); the middle always does when ``gene_tokens > 0``.
+        context_channels: accept clean context frames (``context``, ``context_mask``) as
+            ``in_channels + 1`` extra input channels.
         mask_channel: concatenate the tissue mask to the input as an extra channel.
         dropout: dropout inside residual blocks.
         attention_backend: ``"sdpa"`` (torch scaled_dot_product_attention) or ``"xformers"``.
@@ -89,6 +109,13 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         gene_embed_dim: int = 128,
         embed_dim: int | None = None,
         frame_time_scale: float = 10.0,
+        frame_time_embedding: str = "sinusoidal",
+        frame_time_range: tuple[float, float] | None = None,
+        frame_time_frequencies: int = 2,
+        coord_channels: bool = False,
+        gene_tokens: int = 0,
+        cross_attention: tuple[bool, ...] | None = None,
+        context_channels: bool = False,
         mask_channel: bool = True,
         dropout: float = 0.0,
         attention_backend: str = "sdpa",
@@ -113,6 +140,12 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             spatial_attention = tuple(i >= levels // 2 for i in range(levels))
         if len(spatial_attention) != levels:
             raise InputError(f"spatial_attention: {len(spatial_attention)} entries for {levels} levels")
+        if int(gene_tokens) < 0:
+            raise InputError(f"gene_tokens: must be >= 0, got {gene_tokens}")
+        cross = tuple(spatial_attention) if cross_attention is None else tuple(cross_attention)
+        if len(cross) != levels:
+            raise InputError(f"cross_attention: {len(cross)} entries for {levels} levels")
+        cross = tuple(bool(c) and int(gene_tokens) > 0 for c in cross)
         chans = [int(c) for c in block_out_channels]
         emb_dim = int(embed_dim or 4 * chans[0])
         self.gradient_checkpointing = False
@@ -124,10 +157,15 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         self.gene_embedding = nn.Embedding(num_genes + 1, gene_embed_dim)
         nn.init.normal_(self.gene_embedding.weight, std=gene_embed_init_std)
         self.gene_proj = mlp(gene_embed_dim, emb_dim)
-        self.frame_time_embed = mlp(chans[0], emb_dim)
+        self.frame_time_embed = FrameTimeEmbedding(
+            frame_time_embedding, emb_dim, width=chans[0], scale=frame_time_scale,
+            time_range=frame_time_range, frequencies=frame_time_frequencies)
+        self.gene_token_proj = (GeneTokens(gene_embed_dim, emb_dim, gene_tokens) if gene_tokens
+                            else None)
 
         # 3. down path; skip_chans records what each skip connection carries
-        self.conv_in = nn.Conv2d(in_channels + int(mask_channel), chans[0], 3, padding=1)
+        extra = int(mask_channel) + 2 * int(coord_channels) + (in_channels + 1) * int(context_channels)
+        self.conv_in = nn.Conv2d(in_channels + extra, chans[0], 3, padding=1)
         self.down_layers = nn.ModuleList()
         self.downsamplers = nn.ModuleList()
         skip_chans, ch = [chans[0]], chans[0]
@@ -135,7 +173,7 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             for _ in range(layers_per_block):
                 self.down_layers.append(SpaceTimeLayer(ch, out_ch, emb_dim,
                                                        spatial_attention=spatial_attention[i],
-                                                       **layer_kw))
+                                                       cross_attention=cross[i], **layer_kw))
                 ch = out_ch
                 skip_chans.append(ch)
             if i < levels - 1:
@@ -144,7 +182,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
 
         # 4. middle
         self.mid_layers = nn.ModuleList([
-            SpaceTimeLayer(ch, ch, emb_dim, spatial_attention=True, **layer_kw),
+            SpaceTimeLayer(ch, ch, emb_dim, spatial_attention=True,
+                           cross_attention=int(gene_tokens) > 0, **layer_kw),
             SpaceTimeLayer(ch, ch, emb_dim, spatial_attention=False,
                            **{**layer_kw, "temporal_attention": False}),
         ])
@@ -156,7 +195,7 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             for _ in range(layers_per_block + 1):
                 self.up_layers.append(SpaceTimeLayer(ch + skip_chans.pop(), chans[i], emb_dim,
                                                      spatial_attention=spatial_attention[i],
-                                                     **layer_kw))
+                                                     cross_attention=cross[i], **layer_kw))
                 ch = chans[i]
             if i > 0:
                 self.upsamplers.append(Upsample(ch))
@@ -189,7 +228,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         return layer(*args)
 
     def _check_inputs(self, sample: Tensor, gene_ids: Tensor, frame_times: Tensor,
-                      frame_mask: Tensor | None, tissue_mask: Tensor | None) -> None:
+                      frame_mask: Tensor | None, tissue_mask: Tensor | None,
+                      context: Tensor | None, context_mask: Tensor | None) -> None:
         cfg = self.config
         if sample.ndim != 5 or sample.shape[1] != cfg.in_channels:
             raise InputError(f"sample: expected (b, {cfg.in_channels}, f, h, w), got "
@@ -207,6 +247,17 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         if tissue_mask is not None and tuple(tissue_mask.shape) != (b, 1, f, h, w):
             raise InputError(f"tissue_mask: expected shape ({b}, 1, {f}, {h}, {w}), got "
                              f"{tuple(tissue_mask.shape)}")
+        if (context is not None or context_mask is not None) and not cfg.context_channels:
+            raise InputError("context: this model has no context channels (context_channels="
+                             "False); it generates from the gene only")
+        if (context is None) != (context_mask is None):
+            raise InputError("context and context_mask: give both or neither")
+        if context is not None and tuple(context.shape) != tuple(sample.shape):
+            raise InputError(f"context: expected shape {tuple(sample.shape)}, got "
+                             f"{tuple(context.shape)}")
+        if context_mask is not None and tuple(context_mask.shape) != (b, f):
+            raise InputError(f"context_mask: expected shape ({b}, {f}), got "
+                             f"{tuple(context_mask.shape)}")
 
     def forward(
         self,
@@ -217,6 +268,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         frame_mask: Tensor | None = None,
         tissue_mask: Tensor | None = None,
         return_dict: bool = True,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
     ) -> VideoGeneUNetOutput | tuple[Tensor]:
         """Predict for noisy videos.
 
@@ -228,29 +281,47 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             frame_mask: ``(b, f)`` bool, True where the frame is present; absent frames are
                 ignored as attention keys (their own outputs are meaningless). None = all present.
             tissue_mask: ``(b, 1, f, h, w)`` 0/1; used when ``mask_channel`` (None = ones).
+            context: ``(b, c, f, h, w)`` clean frames in model units (``context_channels``
+                models); only frames where ``context_mask`` is True are read.
+            context_mask: ``(b, f)`` bool, True where ``context`` holds an observed frame. The
+                model's output at context frames is not trained (copy the context there).
+                None = no context (the same as all False).
         """
         # 1. inputs: broadcast timestep, fold frames into the batch, add the mask channel
         gene_ids = torch.as_tensor(gene_ids, device=sample.device)
         frame_times = torch.as_tensor(frame_times, device=sample.device)
-        self._check_inputs(sample, gene_ids, frame_times, frame_mask, tissue_mask)
+        self._check_inputs(sample, gene_ids, frame_times, frame_mask, tissue_mask, context,
+                           context_mask)
         b, _, f, h, w = sample.shape
         timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1)
         if timestep.shape[0] not in (1, b):
             raise InputError(f"timestep: expected a scalar or ({b},), got {timestep.shape[0]} values")
         timestep = timestep.expand(b)
+        channels = [sample]
+        if self.config.context_channels:
+            cmask = (torch.zeros(b, f, dtype=torch.bool, device=sample.device)
+                     if context_mask is None else context_mask.to(torch.bool))
+            cm = rearrange(cmask, "b f -> b 1 f 1 1").to(sample.dtype)
+            ctx = torch.zeros_like(sample) if context is None else context.to(sample.dtype) * cm
+            # the noisy frames at context positions are zeroed: the clean frame is the input
+            channels = [sample * (1 - cm), ctx, cm.expand(b, 1, f, h, w)]
         if self.config.mask_channel:
             if tissue_mask is None:
                 tissue_mask = torch.ones_like(sample[:, :1])
-            sample = torch.cat([sample, tissue_mask.to(sample.dtype)], dim=1)  # (b, c + 1, f, h, w)
-        x = rearrange(sample, "b c f h w -> (b f) c h w")
+            channels.append(tissue_mask.to(sample.dtype))  # (b, 1, f, h, w)
+        if self.config.coord_channels:
+            grid = coordinate_grid(h, w, device=sample.device, dtype=sample.dtype)
+            channels.append(repeat(grid, "two h w -> b two f h w", b=b, f=f))
+        x = rearrange(torch.cat(channels, dim=1), "b c f h w -> (b f) c h w")
 
         # 2. conditioning: per example (time, gene) + per frame (developmental day)
         width = self.config.block_out_channels[0]
         dtype = self.conv_in.weight.dtype
         t_emb = self.time_embed(sinusoidal_embedding(timestep, width).to(dtype))  # (b, d)
-        g_emb = self.gene_proj(self.gene_embedding(gene_ids.long()))  # (b, d)
-        days = frame_times.float() * self.config.frame_time_scale
-        pos = self.frame_time_embed(sinusoidal_embedding(days, width).to(dtype))  # (b, f, d)
+        gene = self.gene_embedding(gene_ids.long())  # (b, g)
+        g_emb = self.gene_proj(gene)  # (b, d)
+        pos = self.frame_time_embed(frame_times, dtype)  # (b, f, d)
+        tokens = self.gene_token_proj(gene, pos) if self.gene_token_proj is not None else None
         emb = rearrange((t_emb + g_emb)[:, None] + pos, "b f d -> (b f) d")
         pos = rearrange(pos, "b f d -> (b f) d")
 
@@ -268,7 +339,7 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         layers = iter(self.down_layers)
         for i in range(len(self.config.block_out_channels)):
             for _ in range(self.config.layers_per_block):
-                x = self._call(next(layers), x, emb, pos, key_mask, f)
+                x = self._call(next(layers), x, emb, pos, key_mask, f, tokens)
                 skips.append(x)
             if i < len(self.downsamplers):
                 x = self.downsamplers[i](x)
@@ -276,13 +347,14 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
 
         # 5. middle
         for layer in self.mid_layers:
-            x = self._call(layer, x, emb, pos, key_mask, f)
+            x = self._call(layer, x, emb, pos, key_mask, f, tokens)
 
         # 6. up path with skip connections
         layers = iter(self.up_layers)
         for i in range(len(self.config.block_out_channels)):
             for _ in range(self.config.layers_per_block + 1):
-                x = self._call(next(layers), torch.cat([x, skips.pop()], dim=1), emb, pos, key_mask, f)
+                x = self._call(next(layers), torch.cat([x, skips.pop()], dim=1), emb, pos, key_mask, f,
+                               tokens)
             if i < len(self.upsamplers):
                 x = self.upsamplers[i](x)
 

@@ -7,15 +7,45 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..utils import get_logger
+from ..utils import check_output_dir, get_logger
 from .pipeline_videogene import VideoGenePipeline, trajectories_to_anndata
 
 logger = get_logger(__name__)
+
+
+def check_sampling_args(*, num_samples: int, num_inference_steps: int, guidance_scale: float,
+                        batch_size: int) -> None:
+    """One-line errors for sampler settings, before a model is loaded."""
+    for name, value in (("--num-samples", num_samples), ("--steps", num_inference_steps),
+                        ("--batch-size", batch_size)):
+        if int(value) < 1:
+            raise InputError(f"{name}: must be >= 1, got {value}")
+    if not (np.isfinite(guidance_scale) and guidance_scale >= 0):
+        raise InputError(f"--guidance: must be >= 0 (1 = no guidance), got {guidance_scale}")
+
+
+def warn_outside_trained_range(timepoints: Sequence[float], trained: Sequence[float], *,
+                               source: str) -> list[float]:
+    """Warn (naming the trained range) about days the model can only extrapolate to."""
+    if not trained:
+        return []
+    lo, hi = min(trained), max(trained)
+    if len(trained) == 1:
+        other = [t for t in timepoints if abs(t - lo) > 1e-6]
+        if other:
+            logger.warning("model %s was trained on one time point (E%g): other days (%s) are "
+                           "not interpolated, only extrapolated", source, lo,
+                           ", ".join(f"E{t:g}" for t in other[:5]))
+        return other
+    outside = [t for t in timepoints if t < lo - 1e-6 or t > hi + 1e-6]
+    if outside:
+        logger.warning("days %s lie outside the trained range E%g-E%g of model %s: extrapolated, "
+                       "not interpolated", ", ".join(f"E{t:g}" for t in outside[:5]), lo, hi, source)
+    return outside
 
 
 def generate_trajectories(
@@ -33,13 +63,17 @@ def generate_trajectories(
     use_ema: bool = True,
     device=None,
     progress: bool = True,
+    context: str = "none",
+    dataset=None,
 ) -> dict:
     """Generate ``num_samples`` trajectories per gene and write them to ``out_dir``.
 
     ``model``: an export folder, a training output_dir (newest export), a Hub id, or a loaded
     :class:`VideoGenePipeline`. ``timepoints``: any days (None = the training time points).
     Deterministic for a given ``seed`` (noise is drawn on the CPU, so also across devices
-    up to floating-point differences).
+    up to floating-point differences). ``context="observed"`` fills the requested days from
+    the gene's observed frames in ``dataset`` (in-filling; see
+    :mod:`videogene.pipelines.context`), ``"none"`` generates from the gene alone.
 
     Writes ``trajectories.npz`` (``trajectories`` (G, S, T, H, W) float32 in expression units,
     ``mean`` (G, T, H, W), ``genes``, ``timepoints``, ``masks`` (T, H, W), ``value_max``),
@@ -53,6 +87,11 @@ def generate_trajectories(
 
     if isinstance(genes, (str, int)):
         genes = [genes]
+    if context not in ("none", "observed"):
+        raise InputError(f"--context {context!r}: expected none or observed")
+    out_dir = check_output_dir(out_dir)
+    check_sampling_args(num_samples=num_samples, num_inference_steps=num_inference_steps,
+                        guidance_scale=guidance_scale, batch_size=batch_size)
     if isinstance(model, VideoGenePipeline):
         pipe = model
         if device is not None:
@@ -69,16 +108,17 @@ def generate_trajectories(
         if not timepoints:
             raise InputError(f"model {source}: no training time points recorded; pass timepoints")
     timepoints = [float(t) for t in timepoints]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    pipe.gene_ids(genes)  # unknown genes fail here, before any output is written
+    warn_outside_trained_range(timepoints, pipe.timepoints, source=source)
 
     generator = torch.Generator("cpu").manual_seed(int(seed))
     start = time.perf_counter()
     out = pipe(genes, timepoints, num_samples=num_samples, num_inference_steps=num_inference_steps,
                guidance_scale=guidance_scale, generator=generator, output_type="np",
-               batch_size=batch_size, progress=progress)
+               batch_size=batch_size, progress=progress, context=context, dataset=dataset)
     seconds = time.perf_counter() - start
     traj, names, masks = out.trajectories, out.genes, out.masks  # (G, S, T, H, W)
+    out_dir.mkdir(parents=True, exist_ok=True)
     mean = traj.mean(axis=1)
 
     files = {}
@@ -88,6 +128,7 @@ def generate_trajectories(
                         value_max=np.float32(pipe.value_max))
     run_info = {"model": source, "sampler": scheduler, "num_inference_steps": num_inference_steps,
                 "guidance_scale": float(guidance_scale), "seed": int(seed), "use_ema": bool(use_ema),
+                "context": context,
                 "value_max": pipe.value_max, "genes": names, "timepoints": timepoints}
     files["h5ad"] = out_dir / "trajectories.h5ad"
     trajectories_to_anndata(traj, names, timepoints, masks, uns=run_info).write_h5ad(files["h5ad"])

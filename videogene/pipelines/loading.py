@@ -164,7 +164,17 @@ def _best_device(device):
     import torch
 
     if device is not None:
-        return torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise InputError(f"--device {device!r}: not a device (cpu, cuda, cuda:1, mps ...)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"--device {device}: CUDA is not available on this machine (use cpu)")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+        if dev.type == "mps" and not torch.backends.mps.is_available():
+            raise InputError(f"--device {device}: MPS is not available on this machine (use cpu)")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")

@@ -28,6 +28,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..data.stream import MASKS_NAME, META_NAME, load_masks, load_metadata
+from ..data.units import clip_bound, gene_scales, model_units, to_expression, to_model_units
 from ..errors import InputError
 from ..utils import get_logger
 
@@ -53,21 +54,29 @@ class VideoGenePipelineOutput(BaseOutput):
     masks: np.ndarray
 
 
-def make_sampler(scheduler_config, name: str):
-    """Build a sampling scheduler (``dpmsolver++``, ``ddim`` or ``ddpm``) from a training schedule."""
+def make_sampler(scheduler_config, name: str, *, clip_range: float = 1.0):
+    """Build a sampling scheduler (``dpmsolver++``, ``ddim`` or ``ddpm``) from a training schedule.
+
+    ``clip_range``: predicted clean samples are clipped to ``[-clip_range, clip_range]`` (the
+    data range in model units, ``videogene.data.units.clip_bound``; 1 for ``[-1, 1]`` data)
+    when the schedule clips (``clip_sample``).
+    """
+    clip = bool(dict(scheduler_config).get("clip_sample", True))
     if name == "dpmsolver++":
         # "trailing" spacing starts sampling at the last training step (pure noise) for few steps;
         # thresholding at 1.0 clips predicted x0 to the data range [-1, 1], as clip_sample does
-        # for DDPM / DDIM (guided predictions overshoot it early in sampling)
-        clip = bool(dict(scheduler_config).get("clip_sample", True))
+        # for DDPM / DDIM (guided predictions overshoot it early in sampling). Dynamic
+        # thresholding divides by its bound, which is a plain clip only when the bound is 1:
+        # other data ranges sample without it
         return DPMSolverMultistepScheduler.from_config(
             scheduler_config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing",
-            thresholding=clip, sample_max_value=1.0,
+            thresholding=clip and clip_range == 1.0, sample_max_value=1.0,
         )
     if name == "ddim":
-        return DDIMScheduler.from_config(scheduler_config, timestep_spacing="trailing")
+        return DDIMScheduler.from_config(scheduler_config, timestep_spacing="trailing",
+                                         clip_sample_range=float(clip_range))
     if name == "ddpm":
-        return DDPMScheduler.from_config(scheduler_config)
+        return DDPMScheduler.from_config(scheduler_config, clip_sample_range=float(clip_range))
     raise InputError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
 
 
@@ -162,6 +171,16 @@ class VideoGenePipeline(DiffusionPipeline):
     def value_max(self) -> float:
         return float((self.meta or {}).get("value_max", DEFAULT_VALUE_MAX))
 
+    @property
+    def model_units(self) -> dict:
+        """The dataset's expression -> model-units mapping (``videogene.data.units``)."""
+        return model_units(self.meta, dataset=self.source_dir or "pipeline metadata")
+
+    def gene_scale(self, genes: Sequence[str]) -> np.ndarray:
+        """Per-gene scales (expression units) of ``genes`` from the metadata, float32 ``(g,)``;
+        ``value_max`` for every gene with metadata from before per-gene scales (or none)."""
+        return gene_scales(self.meta, genes, dataset=self.source_dir or "pipeline metadata")
+
     def set_metadata(self, meta: dict | None, masks: np.ndarray | None) -> None:
         """Attach dataset metadata and bool ``(n_slices, H, W)`` tissue masks."""
         if masks is not None:
@@ -237,6 +256,44 @@ class VideoGenePipeline(DiffusionPipeline):
             out.append(self.masks[first])
         return np.stack(out).astype(bool)
 
+    def _sample_with_context(self, genes, timepoints, *, context, dataset, masks, output_type: str,
+                             return_dict: bool, **sample_kwargs):
+        """In-filling: sample the context video, return the requested frames (see ``__call__``)."""
+        from .context import array_context, check_context_model, observed_context
+
+        check_context_model(self.unet, self.source_dir or "in memory")
+        ids, names = self.gene_ids(genes)
+        times = [float(t) for t in (self.timepoints if timepoints is None
+                                    else np.atleast_1d(np.asarray(timepoints, dtype=np.float64)))]
+        if not times or not all(np.isfinite(times)):
+            raise InputError(f"timepoints: expected finite numbers, got {times}")
+        if isinstance(context, str):
+            if context != "observed":
+                raise InputError(f"context {context!r}: expected 'none', 'observed' or an array "
+                                 "(genes, time points, H, W)")
+            video = observed_context(self, names, times, dataset,
+                                     masks=None if masks is None else self.masks_for(times, masks))
+        else:
+            video = array_context(context, names, times, self.masks_for(times, masks))
+        scale = self.gene_scale(names)[:, None, None, None]  # (g, 1, 1, 1)
+        ctx = np.where(video.given[:, :, None, None],
+                       to_model_units(video.frames, scale, self.model_units), 0.0)
+        out = self(ids, video.times, masks=video.masks, output_type="pt", return_dict=True,
+                   context_frames=torch.from_numpy(ctx.astype(np.float32))[:, None],
+                   context_mask=torch.from_numpy(video.given), **sample_kwargs)
+        req = video.requested
+        x = out.trajectories[:, :, req]  # (g, s, T_req, h, w)
+        given = torch.from_numpy(video.given[:, req]).to(x.device)[:, None, :, None, None]
+        x = torch.where(given, torch.from_numpy(video.frames[:, req]).to(x)[:, None], x)
+        n_given = int(video.given.sum())
+        return self._output(x, names, [video.times[i] for i in req], video.masks[req],
+                            output_type=output_type, return_dict=return_dict, uns={
+                                "num_inference_steps": sample_kwargs["num_inference_steps"],
+                                "guidance_scale": float(sample_kwargs["guidance_scale"]),
+                                "sampler": sample_kwargs["sampler"] or self.sampler,
+                                "context": context if isinstance(context, str) else "array",
+                                "context_frames": n_given})
+
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, save_directory, *args, **kwargs):
         """diffusers ``save_pretrained`` plus ``videogene_meta.json`` and ``masks.npy``."""
@@ -287,6 +344,10 @@ class VideoGenePipeline(DiffusionPipeline):
         progress: bool = True,
         sampler: str | None = None,
         return_dict: bool = True,
+        context: str | np.ndarray | None = None,
+        dataset=None,
+        context_frames: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
     ):
         """Sample ``num_samples`` trajectories per gene at ``timepoints`` (default: training times).
 
@@ -294,9 +355,22 @@ class VideoGenePipeline(DiffusionPipeline):
         ``guidance_scale <= 1`` runs the conditional pass only. Trajectories are processed
         ``batch_size`` at a time (gene-major, sample-minor); all noise comes from ``generator``
         in that order, so a seeded generator and the same ``batch_size`` reproduce the output
-        (use a CPU generator to get the same noise on every device). Outputs are in expression units
-        ``(x + 1) / 2 * value_max`` clipped to ``[0, value_max]`` and 0 outside the tissue
-        (see :meth:`masks_for`); the mask is also the model's ``tissue_mask`` input.
+        (use a CPU generator to get the same noise on every device). Outputs are in expression units:
+        each gene's samples are mapped back with its scale,
+        ``videogene.data.units.to_expression(x, gene_scale[gene], meta)`` (``(x + 1) / 2 *
+        value_max`` for metadata without per-gene scales), clipped to ``[0, value_max]`` and 0
+        outside the tissue (see :meth:`masks_for`); the mask is also the model's ``tissue_mask``
+        input.
+
+        In-filling (models with ``context_channels``, :mod:`videogene.pipelines.context`):
+        ``context="observed"`` fills the requested time points from the gene's observed
+        frames in ``dataset`` (the prepared dataset the model was trained on; default the
+        training config's ``data.path``), held-out frames excluded; ``context`` as an array
+        ``(genes, T, H, W)`` in expression units aligned with ``timepoints`` (NaN frames: not
+        given) uses those frames. ``"none"`` (or None) generates from the gene alone. Given
+        frames come back as they were given. Low level: ``context_frames`` ``(genes, c, T, H,
+        W)`` clean frames in *model units* and ``context_mask`` ``(genes, T)`` bool are given
+        to the model at every step (both guidance branches).
 
         Returns :class:`VideoGenePipelineOutput` (or a tuple ``(trajectories,)``).
         """
@@ -304,6 +378,14 @@ class VideoGenePipeline(DiffusionPipeline):
             raise InputError(f"output_type {output_type!r}: expected 'np', 'pt' or 'anndata'")
         if num_samples < 1 or num_inference_steps < 1 or batch_size < 1:
             raise InputError("num_samples, num_inference_steps and batch_size must be >= 1")
+        if context is not None and not (isinstance(context, str) and context == "none"):
+            if context_frames is not None:
+                raise InputError("context and context_frames: give one of them")
+            return self._sample_with_context(
+                genes, timepoints, context=context, dataset=dataset, masks=masks,
+                output_type=output_type, return_dict=return_dict, num_samples=num_samples,
+                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                generator=generator, batch_size=batch_size, progress=progress, sampler=sampler)
         ids, names = self.gene_ids(genes)
         if timepoints is None:
             timepoints = self.timepoints
@@ -316,7 +398,10 @@ class VideoGenePipeline(DiffusionPipeline):
         if not times or not all(np.isfinite(times)):
             raise InputError(f"timepoints: not all finite: {times}")
         mask_np = self.masks_for(times, masks)  # (T, H, W)
-        sched = make_sampler(self.scheduler.config, sampler or self.sampler)
+        units = self.model_units
+        scales = self.gene_scale(names)  # (genes,) expression units
+        sched = make_sampler(self.scheduler.config, sampler or self.sampler,
+                             clip_range=clip_bound(units))
 
         device = self._execution_device
         dtype = self.unet.dtype
@@ -330,6 +415,18 @@ class VideoGenePipeline(DiffusionPipeline):
         frame_times = torch.tensor(times, device=device, dtype=dtype)  # (f,)
         jobs = [gid for gid in ids for _ in range(num_samples)]
         batches = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
+        if (context_frames is None) != (context_mask is None):
+            raise InputError("context_frames and context_mask: give both or neither")
+        if context_frames is not None:
+            want = (len(ids), channels, t_count, h, w)
+            if tuple(context_frames.shape) != want or tuple(context_mask.shape) != want[:1] + want[2:3]:
+                raise InputError(f"context_frames / context_mask: expected shapes {want} and "
+                                 f"{want[:1] + want[2:3]}, got {tuple(context_frames.shape)} and "
+                                 f"{tuple(context_mask.shape)}")
+            # one row per job (gene-major, sample-minor), like ``jobs``
+            ctx_all = context_frames.to(device=device, dtype=dtype).repeat_interleave(num_samples, 0)
+            cmask_all = context_mask.to(device=device).bool().repeat_interleave(num_samples, 0)
+        start = 0
         outs = []
         bar = self.progress_bar(total=len(batches) * num_inference_steps) if progress else None
         for batch in batches:
@@ -340,6 +437,11 @@ class VideoGenePipeline(DiffusionPipeline):
             tissue = mask[None, None].expand(n_in, 1, t_count, h, w)  # (b, 1, f, h, w)
             times_in = frame_times[None].expand(n_in, t_count)  # (b, f)
             present = torch.ones(n_in, t_count, dtype=torch.bool, device=device)
+            extra = {}
+            if context_frames is not None:
+                ctx, cmask = ctx_all[start:start + b], cmask_all[start:start + b]
+                extra = {"context": torch.cat([ctx, ctx]) if do_cfg else ctx,
+                         "context_mask": torch.cat([cmask, cmask]) if do_cfg else cmask}
 
             sched.set_timesteps(num_inference_steps, device=device)
             x = randn_tensor((b, channels, t_count, h, w), generator=generator, device=device,
@@ -348,29 +450,44 @@ class VideoGenePipeline(DiffusionPipeline):
                 x_in = torch.cat([x, x]) if do_cfg else x
                 x_in = sched.scale_model_input(x_in, t)
                 eps = self.unet(x_in, t.expand(n_in) if t.ndim == 0 else t, gene_in, times_in,
-                                frame_mask=present, tissue_mask=tissue, return_dict=False)[0]
+                                frame_mask=present, tissue_mask=tissue, return_dict=False,
+                                **extra)[0]
                 if do_cfg:
                     eps_c, eps_u = eps.chunk(2)
                     eps = eps_u + guidance_scale * (eps_c - eps_u)
                 x = sched.step(eps, t, x, generator=generator, return_dict=False)[0]
                 if bar is not None:
                     bar.update(1)
+            if context_frames is not None:  # observed frames are the observation
+                x = torch.where(cmask[:, None, :, None, None], ctx, x)
+            start += b
             outs.append(x[:, 0].float())  # (b, f, h, w)
         if bar is not None:
             bar.close()
 
         x = torch.cat(outs).reshape(len(ids), num_samples, t_count, h, w)
-        x = ((x + 1.0) / 2.0 * value_max).clamp(0.0, value_max) * mask.float()
+        scale = torch.from_numpy(scales).to(x)[:, None, None, None, None]  # (g, 1, 1, 1, 1)
+        x = to_expression(x, scale, units).clamp(0.0, value_max) * mask.float()
+        self.maybe_free_model_hooks()
+        return self._output(x, names, times, mask_np, output_type=output_type,
+                            return_dict=return_dict, uns={
+                                "num_inference_steps": num_inference_steps,
+                                "guidance_scale": float(guidance_scale),
+                                "sampler": sampler or self.sampler,
+                                "context": "frames" if context_frames is not None else "none"})
+
+    def _output(self, x: torch.Tensor, names: list[str], times: list[float], mask_np: np.ndarray,
+                *, output_type: str, return_dict: bool, uns: dict):
+        """``x`` (genes, samples, T, H, W) in expression units -> the requested output type."""
         if output_type == "pt":
             result = x
         else:
             result = x.cpu().numpy().astype(np.float32)
             if output_type == "anndata":
                 result = trajectories_to_anndata(result, names, times, mask_np, uns={
-                    "value_max": value_max, "num_inference_steps": num_inference_steps,
-                    "guidance_scale": float(guidance_scale), "sampler": sampler or self.sampler,
-                    "genes": names, "timepoints": times})
-        self.maybe_free_model_hooks()
+                    "value_max": self.value_max,
+                    "gene_scale": [float(v) for v in self.gene_scale(names)],
+                    "model_units": self.model_units, **uns, "genes": names, "timepoints": times})
         if not return_dict:
             return (result,)
         return VideoGenePipelineOutput(trajectories=result, genes=names, timepoints=times, masks=mask_np)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ._style import EXPRESSION_CMAP, colormap, day_label
 
 # One gene per program kind, in this order; marker genes are preferred.
 PREVIEW_MARKERS = {
@@ -114,7 +115,8 @@ def plot_atlas_preview(adata, out: str | Path | None = None, *, genes: list[str]
             xy, v = xys[t], x[masks[t], r]
             o = np.argsort(v, kind="stable")  # expressed bins on top
             size = sizes[t]
-            sc = ax.scatter(xy[o, 0], xy[o, 1], c=v[o], s=size, cmap="magma", vmin=0, vmax=vmax,
+            sc = ax.scatter(xy[o, 0], xy[o, 1], c=v[o], s=size, cmap=colormap(EXPRESSION_CMAP),
+                            vmin=0, vmax=vmax,
                             marker="o", linewidths=0, rasterized=True)
             ctr = (xy.max(axis=0) + xy.min(axis=0)) / 2
             half = max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1e-9) * 1.08 / 2
@@ -127,7 +129,7 @@ def plot_atlas_preview(adata, out: str | Path | None = None, *, genes: list[str]
                 sp.set_visible(False)
             ax.set_facecolor("#d9d9d9")
             if r == 0:
-                ax.set_title(f"E{t:g}\n{first[t]}", fontsize=8)
+                ax.set_title(f"{day_label(t)}\n{first[t]}", fontsize=8)
             if c == 0:
                 label = str(adata.var_names[col])
                 if kinds is not None:

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ._style import EXPRESSION_CMAP, EXPRESSION_LABEL, RELATIVE_CMAP, day_label
+
 __all__ = ["plot_gene_map", "plot_cluster_time_heatmap"]
 
 
-def _save(fig, path, dpi: int) -> Path:
+def _save(fig, path, dpi: int, *, bottom: float = 0.0) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi, bbox_inches="tight")
@@ -46,10 +48,11 @@ def _scatter(ax, xy: np.ndarray, values: np.ndarray, title: str, *, legend_title
 
 
 def plot_gene_map(emb, path, *, basis: str = "X_umap", highlight: Sequence[str] = (),
-                  title: str | None = None, dpi: int = 120) -> Path:
+                  title: str | None = None, note: str | None = None, dpi: int = 120) -> Path:
     """Scatter of ``obsm[basis]`` coloured by ``obs["cluster"]``; a second panel coloured by
-    ``obs["program_kind"]`` (or ``obs["program"]``) when the true programs are known.
-    Genes in ``highlight`` are circled and labelled. Returns the PNG path."""
+    ``obs["program_kind"]`` (or ``obs["program"]``) when the true programs are known (the
+    same colour per category in every map). Genes in ``highlight`` are circled and labelled;
+    ``note`` is one line under the maps (e.g. the embedding's score). Returns the PNG path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,7 +85,9 @@ def plot_gene_map(emb, path, *, basis: str = "X_umap", highlight: Sequence[str] 
                 ax.annotate(g, xy[i], xytext=(4, 4), textcoords="offset points", fontsize=8,
                             fontweight="bold")
     fig.suptitle(title or f"gene embedding ({emb.n_obs} genes, map: {method})", fontsize=11)
-    return _save(fig, path, dpi)
+    if note:
+        fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=9)
+    return _save(fig, path, dpi, bottom=0.06 if note else 0.0)
 
 
 def cluster_time_matrix(emb, *, relative: bool = False) -> tuple[np.ndarray, list[str], list[int]]:
@@ -123,15 +128,15 @@ def plot_cluster_time_heatmap(emb, path, *, dpi: int = 120) -> Path:
     relative, _, _ = cluster_time_matrix(emb, relative=True)
     height = max(2.6, 0.32 * len(cats) + 1.4)
     width = max(3.2, 0.45 * len(times) + 2.2)
-    panels = [(absolute, "mean log-expression", "viridis")]
+    panels = [(absolute, f"mean {EXPRESSION_LABEL}", EXPRESSION_CMAP)]
     if len(times) > 1:  # with one time point every gene's relative course is 1
-        panels.append((relative, "relative to gene's peak", "magma"))
+        panels.append((relative, "relative to gene's peak", RELATIVE_CMAP))
     fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * width, height), squeeze=False)
     rows = [f"{c} (n={n})" for c, n in zip(cats, sizes, strict=True)]
     for ax, (mat, label, cmap) in zip(axes[0], panels, strict=True):
         im = ax.imshow(np.ma.masked_invalid(mat), aspect="auto", cmap=cmap, interpolation="nearest")
         ax.set_xticks(range(len(times)))
-        ax.set_xticklabels([f"{t:g}" for t in times], rotation=90 if len(times) > 8 else 0,
+        ax.set_xticklabels([day_label(t) for t in times], rotation=90 if len(times) > 8 else 0,
                            fontsize=7)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(rows, fontsize=7)

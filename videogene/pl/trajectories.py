@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-
-OUTSIDE_COLOUR = "#e6e6e6"
+from ._style import EXPRESSION_CMAP, EXPRESSION_LABEL, colormap, day_label
 
 
 def _shared_vmax(values: np.ndarray, vmax: float | None) -> float:
@@ -25,18 +24,8 @@ def _shared_vmax(values: np.ndarray, vmax: float | None) -> float:
     return top if top > 0 else 1.0
 
 
-def _cmap(name: str):
-    import matplotlib
-
-    return matplotlib.colormaps[name].with_extremes(bad=OUTSIDE_COLOUR)
-
-
 def _masked(frame: np.ndarray, mask: np.ndarray | None) -> np.ma.MaskedArray:
     return np.ma.masked_array(frame, mask=None if mask is None else ~mask.astype(bool))
-
-
-def _time_label(t: float) -> str:
-    return f"E{float(t):g}"
 
 
 def safe_filename(name: str) -> str:
@@ -46,7 +35,8 @@ def safe_filename(name: str) -> str:
 
 def plot_trajectory_grid(trajectories: np.ndarray, genes: Sequence[str], timepoints: Sequence[float],
                          path=None, *, masks: np.ndarray | None = None, vmax: float | None = None,
-                         cmap: str = "viridis", title: str | None = None, max_sample_rows: int = 8):
+                         cmap: str = EXPRESSION_CMAP, title: str | None = None,
+                         max_sample_rows: int = 8):
     """Grid of generated frames, columns = time points, one shared colour scale and colour bar.
 
     ``trajectories``: ``(G, S, T, H, W)``. Several genes: one row per gene, the mean of its
@@ -73,7 +63,7 @@ def plot_trajectory_grid(trajectories: np.ndarray, genes: Sequence[str], timepoi
         rows = list(mean)
         labels = [f"{name}\n(mean of {s})" if s > 1 else str(name) for name in genes]
     top = _shared_vmax(np.stack(rows), vmax)
-    cm = _cmap(cmap)
+    cm = colormap(cmap)
 
     cell = 1.3
     fig = Figure(figsize=(cell * t + 1.6, cell * len(rows) + (0.8 if title else 0.5)), dpi=110)
@@ -88,14 +78,14 @@ def plot_trajectory_grid(trajectories: np.ndarray, genes: Sequence[str], timepoi
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(_time_label(timepoints[c]), fontsize=9)
+                ax.set_title(day_label(timepoints[c]), fontsize=9)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
     fig.subplots_adjust(left=0.1, right=0.86, top=0.9 if title else 0.93, bottom=0.03,
                         wspace=0.05, hspace=0.08)
     cax = fig.add_axes([0.88, 0.1, 0.02, 0.75])
     bar = fig.colorbar(image, cax=cax)
-    bar.set_label("expression (log)", fontsize=8)
+    bar.set_label(EXPRESSION_LABEL, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     if path is not None:
@@ -114,7 +104,7 @@ def _figure_rgb(fig) -> np.ndarray:
 
 def save_trajectory_gif(trajectory: np.ndarray, path, timepoints: Sequence[float], *,
                         masks: np.ndarray | None = None, vmax: float | None = None,
-                        cmap: str = "viridis", gene: str = "", fps: float = 2.0,
+                        cmap: str = EXPRESSION_CMAP, gene: str = "", fps: float = 2.0,
                         max_samples: int = 3) -> Path:
     """Animated GIF of one gene over time: the mean of its samples and up to ``max_samples`` samples.
 
@@ -134,7 +124,7 @@ def save_trajectory_gif(trajectory: np.ndarray, path, timepoints: Sequence[float
     if s > 1:
         panels += [(f"sample {i}", traj[i]) for i in range(min(s, max_samples))]
     top = _shared_vmax(np.stack([p for _, p in panels]), vmax)
-    cm = _cmap(cmap)
+    cm = colormap(cmap)
     frames = []
     for c, t in enumerate(timepoints):
         fig = Figure(figsize=(1.9 * len(panels) + 0.6, 2.3), dpi=80)
@@ -146,9 +136,10 @@ def save_trajectory_gif(trajectory: np.ndarray, path, timepoints: Sequence[float
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel(label, fontsize=8)
-        fig.suptitle(f"{gene}  {_time_label(t)}".strip(), fontsize=10)
+        fig.suptitle(f"{gene}  {day_label(t)}".strip(), fontsize=10)
         fig.subplots_adjust(left=0.02, right=0.86, top=0.85, bottom=0.1, wspace=0.05)
-        fig.colorbar(image, cax=fig.add_axes([0.88, 0.12, 0.025, 0.7]))
+        fig.colorbar(image, cax=fig.add_axes([0.88, 0.12, 0.025, 0.7])).set_label(
+            EXPRESSION_LABEL, fontsize=7)
         frames.append(_figure_rgb(fig))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,10 +11,46 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InputError
+from ..utils import get_logger
 from ._normalize import check_values, looks_like_counts, parse_time
+
+logger = get_logger("videogene.pp.io")
 
 #: stored values sampled to decide raw counts vs log-normalized
 _DETECT_ROWS = 2000
+
+
+#: obs columns that often hold the section a cell belongs to
+LIKELY_SLICE_COLUMNS = ("sample", "sample_id", "batch", "section", "section_id", "embryo",
+                        "slice_id", "slice_name", "library_id", "replicate", "puck", "fov_slice")
+
+
+def _warn_unused_slice_column(path, obs, coords: np.ndarray, slice_key: str) -> str | None:
+    """Warn when a likely slice column exists, is unused, and its groups' coordinates overlap."""
+    for col in LIKELY_SLICE_COLUMNS:
+        if col not in obs.columns or col == slice_key:
+            continue
+        groups = pd.factorize(obs[col].astype(str).to_numpy())[0]
+        k = int(groups.max()) + 1 if len(groups) else 0
+        if not 1 < k <= max(2, len(groups) // 20):
+            continue
+        boxes = [(coords[groups == g].min(axis=0), coords[groups == g].max(axis=0))
+                 for g in range(min(k, 8))]
+        overlap = 0.0
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                lo = np.maximum(boxes[i][0], boxes[j][0])
+                hi = np.minimum(boxes[i][1], boxes[j][1])
+                inter = float(np.prod(np.clip(hi - lo, 0, None)))
+                area = min(float(np.prod(b[1] - b[0])) for b in (boxes[i], boxes[j]))
+                overlap = max(overlap, inter / area if area > 0 else 0.0)
+        if overlap > 0.25:
+            logger.warning("%s: no obs[%r] column, so all its cells form one slice, but obs[%r] "
+                           "has %d groups whose coordinates overlap (%.0f%%): if they are separate "
+                           "sections, pass --slice-key %s", path, slice_key, col, k, 100 * overlap,
+                           col)
+            return col
+    return None
 
 
 @dataclass
@@ -90,8 +126,13 @@ def _json_default(o):
 
 def open_input(path, *, time_key: str = "timepoint", slice_key: str = "slice",
                spatial_key: str = "spatial", timepoint: float | None = None,
-               layer: str | None = None) -> InputFile:
-    """Open one .h5ad backed, validate it and list its slices (nothing big is read)."""
+               layer: str | None = None,
+               spatial_axes: tuple[int, int] | None = None) -> InputFile:
+    """Open one .h5ad backed, validate it and list its slices (nothing big is read).
+
+    ``spatial_axes``: the two columns of ``obsm[spatial_key]`` that span the section plane
+    (default the first two; with more than two columns, e.g. x, y, z, a warning says so).
+    """
     import anndata as ad
 
     path = Path(path)
@@ -118,7 +159,16 @@ def open_input(path, *, time_key: str = "timepoint", slice_key: str = "slice",
     coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] < 2:
         raise InputError(f"{path}: obsm[{spatial_key!r}] has shape {coords.shape}, expected (n, 2)")
-    coords = coords[:, :2]
+    axes = (0, 1) if spatial_axes is None else tuple(int(a) for a in spatial_axes)
+    if len(axes) != 2 or axes[0] == axes[1] or min(axes) < 0 or max(axes) >= coords.shape[1]:
+        raise InputError(f"{path}: --spatial-axes {','.join(map(str, axes))}: obsm[{spatial_key!r}] "
+                         f"has {coords.shape[1]} columns; give two different ones from 0 to "
+                         f"{coords.shape[1] - 1}")
+    if spatial_axes is None and coords.shape[1] > 2:
+        logger.warning("%s: obsm[%r] has %d columns; the section plane is columns 0 and 1 (x, y), "
+                       "column 2 and later are not used (choose with --spatial-axes)", path,
+                       spatial_key, coords.shape[1])
+    coords = coords[:, list(axes)]
     if not np.isfinite(coords).all():
         raise InputError(f"{path}: obsm[{spatial_key!r}] contains NaN or infinite coordinates")
     if layer is not None and layer not in adata.layers.keys():
@@ -126,6 +176,8 @@ def open_input(path, *, time_key: str = "timepoint", slice_key: str = "slice",
 
     obs = adata.obs
     n = adata.n_obs
+    if n == 0:
+        raise InputError(f"{path}: has no cells (0 rows in obs)")
     if time_key in obs.columns:
         col = obs[time_key]
         if col.isna().any():
@@ -144,6 +196,7 @@ def open_input(path, *, time_key: str = "timepoint", slice_key: str = "slice",
         labels = obs[slice_key].astype(str).to_numpy()
     else:
         labels = np.full(n, path.stem, dtype=object)
+        _warn_unused_slice_column(path, obs, coords, slice_key)
     codes, names = pd.factorize(labels, sort=True)
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))

@@ -76,6 +76,7 @@ def rasterize_matrix(x, coords: np.ndarray, *, resolution: int = 64, transform: 
             # linear, so fold the neighbour mean into the (pixels x cells) matrix: one
             # product with the big cells x genes matrix instead of two and a sum
             assign = (assign + nb @ assign).tocsr()
+            assign.sort_indices()  # a fixed summation order: folded dihedral ops stay exact
     stack = (assign @ xs).tocsr()  # (H*W, G), mean per pixel
     stack.eliminate_zeros()
     if sort_indices:

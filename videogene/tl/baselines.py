@@ -21,40 +21,29 @@ baselines less noisy than any single slice, i.e. stronger. The baselines:
 - ``truth`` (ceiling, synthetic atlas only): the noise-free expected expression of the
   reference slice put on that slice's canvas (:func:`synthetic_truth`).
 
+On training (observed) frames :func:`observed_frame_baselines` gives ``mean_image`` over the
+*other* observed time points and ``replicate``. Every baseline works in expression units on
+the canvases as prepared (oriented, and per gene exactly what the model is trained on before
+its input mapping); none of them uses the model's input units (``value_max``, gene scales).
+
 Callers multiply every baseline by the reference slice's mask before scoring
 (:func:`videogene.tl.metrics.score_frames` does it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..data.holdout import slices_by_timepoint, tkey
 from ..errors import InputError
 
 #: Baselines that use only observed frames (what a model has to beat).
 OBSERVED_BASELINES = ("nearest", "linear", "mean_image")
 
 
-def _tkey(t: float) -> float:
-    return round(float(t), 6)
-
-
-def slices_by_timepoint(meta: Mapping) -> dict[float, list[int]]:
-    """``{time: [slice indices in meta order]}`` for every time point that has slices."""
-    out: dict[float, list[int]] = {}
-    for i, s in enumerate(meta["slices"]):
-        out.setdefault(_tkey(s["timepoint"]), []).append(i)
-    return dict(sorted(out.items()))
-
-
-def observed_timepoints(meta: Mapping, gene: str, heldout_timepoints: Iterable[float] = (),
-                        heldout_frames: Iterable[Sequence] = ()) -> list[float]:
-    """Sorted time points at which ``gene`` was available for training."""
-    excluded = {_tkey(t) for t in heldout_timepoints}
-    excluded |= {_tkey(t) for g, t in heldout_frames if g == gene}
-    return [t for t in slices_by_timepoint(meta) if t not in excluded]
+_tkey = tkey
 
 
 def _covered_mean(stack: np.ndarray, cover: np.ndarray, weights: np.ndarray | None = None
@@ -97,6 +86,19 @@ def nearest_observed(t: float, observed: Sequence[float]) -> float:
     return min(observed, key=lambda o: (abs(o - t), o))
 
 
+def _baseline_inputs(canvases, masks, meta: Mapping, timepoint: float, observed: Sequence[float]):
+    """Checked arrays, the slices per time point, the time key and the sorted observed times."""
+    canvases = np.asarray(canvases)
+    masks = np.asarray(masks, dtype=bool)
+    if canvases.shape != masks.shape:
+        raise InputError(f"baselines: canvases {canvases.shape} and masks {masks.shape} differ")
+    t = _tkey(timepoint)
+    observed = sorted(_tkey(o) for o in observed)
+    if not observed:
+        raise InputError(f"baselines: no observed time point left for the frame at t={t}")
+    return canvases, masks, slices_by_timepoint(meta), t, observed
+
+
 def compute_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapping, timepoint: float,
                       observed: Sequence[float], *, reference_slice: int | None = None
                       ) -> dict[str, np.ndarray]:
@@ -106,15 +108,8 @@ def compute_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapping, ti
     ``"replicate"`` (the second slice of ``timepoint`` that is not ``reference_slice``) when
     ``timepoint`` has at least two slices.
     """
-    canvases = np.asarray(canvases)
-    masks = np.asarray(masks, dtype=bool)
-    if canvases.shape != masks.shape:
-        raise InputError(f"baselines: canvases {canvases.shape} and masks {masks.shape} differ")
-    by_t = slices_by_timepoint(meta)
-    t = _tkey(timepoint)
-    observed = sorted(_tkey(o) for o in observed)
-    if not observed:
-        raise InputError(f"baselines: no observed time point left for the frame at t={t}")
+    canvases, masks, by_t, t, observed = _baseline_inputs(canvases, masks, meta, timepoint,
+                                                          observed)
     images = {o: timepoint_image(canvases, masks, by_t[o]) for o in observed}
 
     out: dict[str, np.ndarray] = {}
@@ -139,6 +134,30 @@ def compute_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapping, ti
     others = [i for i in by_t.get(t, []) if i != reference_slice]
     if reference_slice is not None and others:
         out["replicate"] = np.asarray(canvases[others[0]], dtype=np.float64)
+    return out
+
+
+def observed_frame_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapping,
+                             timepoint: float, observed: Sequence[float], *,
+                             reference_slice: int) -> dict[str, np.ndarray]:
+    """Baselines of one gene at an *observed* (training) time point ``timepoint``.
+
+    What a model that reproduces its training frames must beat: ``"mean_image"``, the mean of
+    the gene's images over the *other* observed time points (over all of them when
+    ``timepoint`` is the only one; a frame is never compared with itself unless there is
+    nothing else), and ``"replicate"``, the second slice of ``timepoint`` (when it has one).
+    ``nearest`` and ``linear`` would copy the frame itself and are not defined here.
+    Float64 ``(H, W)`` canvases.
+    """
+    canvases, masks, by_t, t, observed = _baseline_inputs(canvases, masks, meta, timepoint,
+                                                          observed)
+    others = [o for o in observed if o != t] or observed
+    images = [timepoint_image(canvases, masks, by_t[o]) for o in others]
+    out = {"mean_image": _covered_mean(np.stack([im for im, _ in images]),
+                                       np.stack([cover for _, cover in images]))}
+    second = [i for i in by_t.get(t, []) if i != reference_slice]
+    if second:
+        out["replicate"] = np.asarray(canvases[second[0]], dtype=np.float64)
     return out
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..utils import get_logger
+from ..utils import check_output_dir, get_logger
 from . import scores
 
 logger = get_logger("videogene.tl.embeddings")
@@ -434,7 +434,7 @@ def gene_embeddings(model_or_path, *, dataset=None, use_ema: bool = True, n_neig
 
 def _learned_embeddings(model_or_path, *, dataset, use_ema: bool, n_neighbors: int, seed: int,
                         n_clusters: int | None, keep_vectors: bool, progress: bool,
-                        queries: Sequence[str] = ()):
+                        queries: Sequence[str] = (), max_k: int | None = None):
     """gene_embeddings + the dataset features it read (for the baseline, without a 2nd pass)."""
     import torch
 
@@ -454,6 +454,9 @@ def _learned_embeddings(model_or_path, *, dataset, use_ema: bool, n_neighbors: i
     adata = _new_adata(table, names, "emb")
     for q in queries:  # fail before the (slow) dataset pass
         _match_gene(q, list(adata.obs_names), "the model's genes")
+    if max_k is not None and max_k > len(names) - 1:
+        raise InputError(f"--k {max_k}: the model has {len(names)} genes, so at most "
+                         f"{len(names) - 1} neighbours per gene")
     meta = getattr(pipe, "meta", None) if pipe is not None else None
     if dataset is not None:
         dataset_dir = _check_dataset(dataset)
@@ -680,6 +683,18 @@ def _auto_celltype_labels(meta: Mapping | None) -> tuple[dict | None, str | None
         return None, None
 
 
+def _score_note(scores: Mapping | None, labels, k: int) -> str | None:
+    """One line under a gene map: kNN precision, ARI and NMI against ``labels``."""
+    if not scores:
+        return None
+    parts = [f"kNN precision@{k} {scores['knn_precision']:.3f} (chance "
+             f"{scores.get('knn_precision_chance', float('nan')):.3f})"]
+    for key, name in (("ari", "ARI"), ("nmi", "NMI")):
+        if scores.get(key) is not None:
+            parts.append(f"{name} {scores[key]:.3f}")
+    return f"against {labels}: " + ", ".join(parts)
+
+
 def analyze_embeddings(model, out_dir, *, queries: Sequence[str] = (), dataset=None, k: int = 10,
                        use_ema: bool = True, seed: int = 0, labels: Mapping | None = None,
                        n_neighbors: int = 15, baseline_components: int = 32,
@@ -698,11 +713,14 @@ def analyze_embeddings(model, out_dir, *, queries: Sequence[str] = (), dataset=N
     """
     from ..pl.embeddings import plot_cluster_time_heatmap, plot_gene_map
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out_dir)
+    if int(k) < 1:
+        raise InputError(f"--k: must be >= 1, got {k}")
     emb, feats = _learned_embeddings(model, dataset=dataset, use_ema=use_ema,
                                      n_neighbors=n_neighbors, seed=seed, n_clusters=None,
-                                     keep_vectors=True, progress=progress, queries=queries)
+                                     keep_vectors=True, progress=progress, queries=queries,
+                                     max_k=int(k))
+    out.mkdir(parents=True, exist_ok=True)
     genes = [str(g) for g in emb.obs_names]
     query_idx = [_match_gene(q, genes, "the model's genes") for q in queries]
     files: dict[str, str] = {}
@@ -725,9 +743,6 @@ def analyze_embeddings(model, out_dir, *, queries: Sequence[str] = (), dataset=N
                                  float_format="%.4f")
         files["neighbors_tsv"] = str(out / "neighbors.tsv")
     query_names = [genes[i] for i in query_idx]
-    plot_gene_map(emb, out / "gene_map.png", highlight=query_names,
-                  title=f"learned gene embedding ({emb.n_obs} genes)")
-    files["gene_map_png"] = str(out / "gene_map.png")
     if "time_profile" in emb.obsm:
         plot_cluster_time_heatmap(emb, out / "cluster_time_heatmap.png")
         files["cluster_time_heatmap_png"] = str(out / "cluster_time_heatmap.png")
@@ -742,9 +757,6 @@ def analyze_embeddings(model, out_dir, *, queries: Sequence[str] = (), dataset=N
                                        n_neighbors=n_neighbors, n_clusters=None)
         base.write_h5ad(out / "baseline_embeddings.h5ad")
         files["baseline_h5ad"] = str(out / "baseline_embeddings.h5ad")
-        plot_gene_map(base, out / "baseline_gene_map.png", highlight=query_names,
-                      title=f"baseline: PCA of expression ({base.n_obs} genes)")
-        files["baseline_gene_map_png"] = str(out / "baseline_gene_map.png")
         report["dataset"] = dataset_dir
     lab, source = _labels_for(emb, labels)
     if lab is None and dataset_dir:
@@ -764,6 +776,16 @@ def analyze_embeddings(model, out_dir, *, queries: Sequence[str] = (), dataset=N
                 if g in bpos:
                     blab[bpos[g]] = v
             report["baseline"] = score_embedding(base, blab, k=k, exclude=excl)
+    # the learned map first; both coloured the same way, each with its score underneath
+    plot_gene_map(emb, out / "gene_map.png", highlight=query_names,
+                  title=f"learned gene embedding ({emb.n_obs} genes)",
+                  note=_score_note(report.get("learned"), report.get("labels"), k))
+    files["gene_map_png"] = str(out / "gene_map.png")
+    if base is not None:
+        plot_gene_map(base, out / "baseline_gene_map.png", highlight=query_names,
+                      title=f"baseline: PCA of expression ({base.n_obs} genes)",
+                      note=_score_note(report.get("baseline"), report.get("labels"), k))
+        files["baseline_gene_map_png"] = str(out / "baseline_gene_map.png")
     if neigh:
         report["neighbors"] = neigh
     (out / "scores.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")

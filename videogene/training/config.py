@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from ..errors import InputError
 MIXED_PRECISION = ("no", "bf16", "fp16")
 GENE_SAMPLING = ("uniform", "nnz")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+LOSS_WEIGHTINGS = ("min_snr", "edm")
+TIMESTEP_SAMPLINGS = ("uniform", "lognormal")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                  "constant_with_warmup")
@@ -73,6 +76,12 @@ class ModelConfig:
     gene_embed_dim: int | None = None
     embed_dim: int | None = None
     frame_time_scale: float | None = None
+    frame_time_embedding: str | None = None  # "sinusoidal" or "fourier" (smooth over the days)
+    frame_time_frequencies: int | None = None
+    coord_channels: bool | None = None  # canvas coordinates as input channels
+    gene_tokens: int | None = None  # gene tokens for cross-attention (0: none)
+    cross_attention: tuple[bool, ...] | None = None  # per level (None: the spatial-attention levels)
+    context_channels: bool | None = None  # clean context frames as input (in-filling)
     mask_channel: bool | None = None
     dropout: float | None = None
     attention_backend: str | None = None  # "sdpa" (default) or "xformers"
@@ -100,10 +109,26 @@ class DiffusionConfig:
     gene_dropout: float = 0.1  # probability of replacing the gene with the null gene (for CFG)
     tissue_loss_weight: float = 1.0  # extra loss weight inside tissue (1.0: none)
     snr_shift: float = 1.0  # multiply the schedule's SNR by snr_shift**2 (weak, sparse signals)
+    loss_weighting: str = "min_snr"  # "min_snr" (snr_gamma) or "edm" (sigma_data)
+    sigma_data: float = 0.5  # EDM weighting: the data's standard deviation in model units
+    timestep_sampling: str = "uniform"  # "uniform" over steps or "lognormal" (EDM, p_mean/p_std)
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    context_none_prob: float = 0.5  # in-filling models: probability of no context frames
 
     def __post_init__(self) -> None:
         _check_choice("diffusion.", "beta_schedule", self.beta_schedule, BETA_SCHEDULES)
         _check_choice("diffusion.", "prediction_type", self.prediction_type, PREDICTION_TYPES)
+        _check_choice("diffusion.", "loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
+        _check_choice("diffusion.", "timestep_sampling", self.timestep_sampling, TIMESTEP_SAMPLINGS)
+        if self.loss_weighting == "edm" and self.prediction_type != "v_prediction":
+            raise InputError("config diffusion.loss_weighting=edm needs "
+                             "diffusion.prediction_type=v_prediction")
+        if self.sigma_data <= 0 or self.p_std <= 0:
+            raise InputError("config diffusion.sigma_data and diffusion.p_std: must be > 0")
+        if not 0.0 <= self.context_none_prob <= 1.0:
+            raise InputError(f"config diffusion.context_none_prob={self.context_none_prob}: "
+                             "must be in [0, 1]")
         if self.rescale_betas_zero_snr and self.prediction_type != "v_prediction":
             raise InputError("config diffusion.rescale_betas_zero_snr=true needs "
                              "diffusion.prediction_type=v_prediction (zero terminal SNR)")
@@ -182,6 +207,18 @@ class TrainConfig:
                              "must be >= 1 or null")
         if not 0.0 <= self.ema_decay < 1.0:
             raise InputError(f"config ema_decay={self.ema_decay}: must be in [0, 1)")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise InputError(f"config learning_rate={self.learning_rate}: must be a number > 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise InputError(f"config {name}={getattr(self, name)}: must be in [0, 1)")
+        for name in ("adam_weight_decay", "adam_epsilon", "max_grad_norm", "lr_warmup_steps",
+                     "dataloader_num_workers"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"config {name}={getattr(self, name)}: must be >= 0")
+        if not self.gene_embedding_lr_scale > 0:
+            raise InputError(f"config gene_embedding_lr_scale={self.gene_embedding_lr_scale}: "
+                             "must be > 0")
         if self.push_to_hub and not self.hub_model_id:
             raise InputError("config push_to_hub=true needs hub_model_id (--hub_model_id user/name)")
 
@@ -205,9 +242,30 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 def _unknown_key(key: str, root: type) -> InputError:
-    close = difflib.get_close_matches(key, _all_keys(root), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return InputError(f"config: unknown key {key!r}{hint}")
+    return _unknown_keys([key], root)
+
+
+def _unknown_keys(keys: Sequence[str], root: type) -> InputError:
+    """One error naming every unknown key, each with its close matches."""
+    parts = []
+    for key in keys:
+        close = difflib.get_close_matches(key, _all_keys(root), n=3, cutoff=0.5)
+        parts.append(f"{key!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    if len(parts) == 1:
+        return InputError(f"config: unknown key {parts[0].replace(' (', '; ', 1).rstrip(')')}")
+    return InputError(f"config: {len(parts)} unknown keys: {', '.join(parts)}")
+
+
+def _find_unknown(values: Mapping[str, Any], cls: type, prefix: str = "") -> list[str]:
+    """Dotted names of every key in ``values`` that ``cls`` (a config dataclass) lacks."""
+    types_ = _field_types(cls)
+    bad = []
+    for name, value in values.items():
+        if name not in types_:
+            bad.append(f"{prefix}{name}")
+        elif dataclasses.is_dataclass(types_[name]) and isinstance(value, Mapping):
+            bad.extend(_find_unknown(value, types_[name], f"{prefix}{name}."))
+    return bad
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -318,10 +376,26 @@ def parse_override(text: str) -> tuple[str, Any]:
 def config_from_dict(values: Mapping[str, Any] | None, overrides: Iterable[str] = ()) -> TrainConfig:
     """Build a :class:`TrainConfig` from a nested dict plus ``key=value`` overrides."""
     tree = _deep_copy(dict(values or {}))
+    unknown = _find_unknown(tree, TrainConfig)
     for text in overrides:
         key, value = parse_override(text)
-        _set_dotted(tree, key, value, TrainConfig)
+        try:
+            _set_dotted(tree, key, value, TrainConfig)
+        except InputError:
+            if _find_unknown(_nest(key, value), TrainConfig):
+                unknown.append(key)
+                continue
+            raise
+    if unknown:
+        raise _unknown_keys(unknown, TrainConfig)
     return _build(TrainConfig, tree, "", TrainConfig)
+
+
+def _nest(key: str, value: Any) -> dict:
+    node: Any = value
+    for part in reversed(key.split(".")):
+        node = {part: node}
+    return node
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:

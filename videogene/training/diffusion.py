@@ -1,4 +1,5 @@
-"""The diffusion objective: DDPM noise schedule, min-SNR weights, the masked per-example loss.
+"""The diffusion objective: DDPM noise schedule, loss weights (min-SNR or EDM), random context
+subsets for in-filling, the masked per-example loss.
 
 Layout: the stream gives ``video`` as ``(b, f, 1, h, w)``; the model works on ``(b, c, f, h, w)``.
 """
@@ -63,6 +64,53 @@ def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: fl
     return (gamma / snr).clamp(max=1.0)  # = min(snr, gamma) / snr, and 1 where snr -> 0
 
 
+def edm_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """EDM's loss weight (Karras et al. 2022) ``lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2``
+    on the clean-data error, rewritten for the v target: with ``x0_err = s * v_err``
+    (``s = sqrt(1 - abar)``, ``a = sqrt(abar)``, ``sigma = s / a``) the weight on the v-MSE is
+    ``(s^2 + sd^2 a^2) / sd^2``: 1 everywhere for ``sd = 1`` (v-prediction *is* EDM's
+    preconditioning with ``sigma_data = 1``), rising towards ``1 / sd^2`` at high noise for
+    ``sd < 1``. Shape ``(b,)``."""
+    abar = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+    return ((1 - abar) + sigma_data**2 * abar) / sigma_data**2
+
+
+def loss_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, dcfg: DiffusionConfig
+                 ) -> torch.Tensor:
+    """Per-example loss weights of ``dcfg.loss_weighting`` (``min_snr`` or ``edm``), ``(b,)``."""
+    if dcfg.loss_weighting == "edm":
+        return edm_weights(scheduler, timesteps, dcfg.sigma_data)
+    return min_snr_weights(scheduler, timesteps, dcfg.snr_gamma, dcfg.prediction_type)
+
+
+def lognormal_timesteps(scheduler: DDPMScheduler, n: int, p_mean: float, p_std: float,
+                        generator: torch.Generator) -> torch.Tensor:
+    """EDM's noise-level distribution on the discrete schedule: ``ln sigma ~ N(p_mean, p_std)``
+    with ``sigma = sqrt((1 - abar) / abar)``, mapped to the step of nearest ``ln sigma``."""
+    abar = scheduler.alphas_cumprod.double()
+    log_sigma = 0.5 * torch.log((1 - abar).clamp_min(1e-20) / abar.clamp_min(1e-20))  # (T,)
+    target = torch.randn(n, generator=generator, dtype=torch.float64) * p_std + p_mean
+    return (log_sigma[None] - target[:, None]).abs().argmin(dim=1)
+
+
+def draw_context(frame_present: torch.Tensor, none_prob: float, generator: torch.Generator
+                 ) -> torch.Tensor:
+    """Random clean-context frames for in-filling training (masked conditional video
+    diffusion), ``(b, f)`` bool. Per example: no context with probability ``none_prob``
+    (gene-only generation, the gene table must carry the gene); otherwise a random non-empty
+    proper subset of the present frames, of uniformly drawn size ``1 .. n_present - 1``
+    (examples with fewer than two present frames get none). Drawn on the CPU ``generator``."""
+    present = frame_present.cpu().bool()
+    b, f = present.shape
+    use = torch.rand(b, generator=generator) >= none_prob
+    scores = torch.rand(b, f, generator=generator).masked_fill(~present, 2.0)
+    rank = scores.argsort(dim=1).argsort(dim=1)  # (b, f) 0 = first in the random order
+    n_present = present.sum(dim=1)
+    k = (torch.rand(b, generator=generator) * (n_present - 1).clamp_min(0)).long() + 1  # (b,)
+    ctx = (rank < k[:, None]) & present & (use & (n_present >= 2))[:, None]
+    return ctx.to(frame_present.device)
+
+
 def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, frame_present: torch.Tensor,
                 tissue_mask: torch.Tensor | None = None, tissue_loss_weight: float = 1.0
                 ) -> torch.Tensor:
@@ -90,10 +138,15 @@ class StepNoise:
 
     @classmethod
     def draw(cls, shape: tuple[int, ...], num_train_timesteps: int, gene_dropout: float,
-             generator: torch.Generator, device: torch.device | str) -> StepNoise:
+             generator: torch.Generator, device: torch.device | str,
+             scheduler: DDPMScheduler | None = None, dcfg: DiffusionConfig | None = None
+             ) -> StepNoise:
         # drawn on the CPU generator, then moved: identical on every device type
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-        timesteps = torch.randint(0, num_train_timesteps, (shape[0],), generator=generator)
+        if dcfg is not None and dcfg.timestep_sampling == "lognormal":
+            timesteps = lognormal_timesteps(scheduler, shape[0], dcfg.p_mean, dcfg.p_std, generator)
+        else:
+            timesteps = torch.randint(0, num_train_timesteps, (shape[0],), generator=generator)
         drop = torch.rand(shape[0], generator=generator) < gene_dropout
         return cls(noise.to(device), timesteps.to(device), drop.to(device))
 
@@ -120,19 +173,24 @@ def batch_to_model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tensor],
-                   dcfg: DiffusionConfig, *, generator: torch.Generator, null_gene_id: int
-                   ) -> tuple[torch.Tensor, dict[str, float]]:
+                   dcfg: DiffusionConfig, *, generator: torch.Generator, null_gene_id: int,
+                   context: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """One micro-batch of the training objective; returns ``(loss, logs)``.
 
-    1. noise, timesteps and null-gene dropout from ``generator``; 2. forward diffusion;
-    3. target (epsilon or v); 4. model; 5. masked (and tissue-emphasised) MSE per example,
-    times min-SNR weight and the stream's ``sample_weight``, averaged over the batch.
+    1. noise, timesteps (uniform or lognormal), null-gene dropout and, with ``context`` (a
+    model with context channels), a random clean-context subset of the present frames, all
+    from ``generator``; 2. forward diffusion; 3. target (epsilon or v); 4. model; 5. masked
+    (and tissue-emphasised) MSE per example over the present frames that are not context,
+    times the loss weight (min-SNR or EDM) and the stream's ``sample_weight``, averaged over
+    the batch.
     """
     inp = batch_to_model_inputs(batch)
     x0 = inp["x0"]
     # 1. random draws
     draws = StepNoise.draw(tuple(x0.shape), scheduler.config.num_train_timesteps, dcfg.gene_dropout,
-                           generator, x0.device)
+                           generator, x0.device, scheduler, dcfg)
+    ctx_mask = (draw_context(inp["frame_present"], dcfg.context_none_prob, generator)
+                if context else None)
     gene_ids = torch.where(draws.drop_gene, torch.full_like(inp["gene_id"], null_gene_id),
                            inp["gene_id"])
     # 2. forward diffusion
@@ -143,12 +201,14 @@ def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tenso
     else:
         target = draws.noise
     # 4. model
+    extra = {} if ctx_mask is None else {"context": x0, "context_mask": ctx_mask}
     pred = model(noisy, draws.timesteps, gene_ids=gene_ids, frame_times=inp["frame_times"],
-                 frame_mask=inp["frame_present"], tissue_mask=inp["tissue_mask"]).sample
-    # 5. loss
-    per_example = masked_loss(pred, target, frame_present=inp["frame_present"],
+                 frame_mask=inp["frame_present"], tissue_mask=inp["tissue_mask"], **extra).sample
+    # 5. loss over the present frames that are not given as context
+    scored = inp["frame_present"] if ctx_mask is None else inp["frame_present"] & ~ctx_mask
+    per_example = masked_loss(pred, target, frame_present=scored,
                               tissue_mask=inp["tissue_mask"],
                               tissue_loss_weight=dcfg.tissue_loss_weight)
-    snr_w = min_snr_weights(scheduler, draws.timesteps, dcfg.snr_gamma, dcfg.prediction_type)
-    loss = (per_example * snr_w * inp["sample_weight"]).mean()
+    weight = loss_weights(scheduler, draws.timesteps, dcfg)
+    loss = (per_example * weight * inp["sample_weight"]).mean()
     return loss, {"mse": float(per_example.detach().mean())}

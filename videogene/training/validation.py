@@ -73,8 +73,11 @@ def sample_grid(unet, scheduler, meta: dict, masks: np.ndarray, genes: Sequence[
     """Sample one trajectory per gene; returns ``(samples (g, T, H, W), grid (rows, cols) in [0, 1])``.
 
     Grid rows: for each gene the real video (when ``real`` ``(g, T, H, W)`` is given) then the
-    sample; columns: time points. Values are expression divided by ``value_max``.
+    sample; columns: time points. Values are expression divided by each gene's scale
+    (``videogene.data.units.gene_scales``: ``meta["gene_scale"]``, or ``value_max`` for every
+    gene of metadata without per-gene scales), so every gene's layout uses the colour range.
     """
+    from ..data.units import gene_scales
     from ..pipelines import VideoGenePipeline
 
     pipe = VideoGenePipeline(unet=unet, scheduler=scheduler)
@@ -89,13 +92,13 @@ def sample_grid(unet, scheduler, meta: dict, masks: np.ndarray, genes: Sequence[
     finally:
         unet.train(was_training)
     samples = np.asarray(out.trajectories)[:, 0]  # (g, T, H, W)
-    value_max = float(meta.get("value_max", 9.0))
+    scales = gene_scales(meta, list(genes))  # (g,) expression units
     rows = []
     for i in range(samples.shape[0]):
         if real is not None:
-            rows.append(real[i])
-        rows.append(samples[i])
-    return samples, tile(np.stack(rows) / value_max)
+            rows.append(real[i] / scales[i])
+        rows.append(samples[i] / scales[i])
+    return samples, tile(np.stack(rows))
 
 
 def tile(videos: np.ndarray, pad: int = 1) -> np.ndarray:

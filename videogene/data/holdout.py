@@ -1,0 +1,67 @@
+"""What was held out from training, and which frames of a gene were observed.
+
+One rule, used by evaluation, in-filling context and embeddings: a frame ``(gene, t)`` was
+available for training unless ``t`` is a held-out time point or ``[gene, t]`` a held-out frame
+of the dataset's ``meta["holdout"]``, of the model's copy of it, or of the training config's
+``data.holdout_timepoints``. Times are compared rounded to 6 decimals (:func:`tkey`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+
+def tkey(t: float) -> float:
+    """A time point as a dictionary key: rounded to 6 decimals."""
+    return round(float(t), 6)
+
+
+def slices_by_timepoint(meta: Mapping) -> dict[float, list[int]]:
+    """``{time: [slice indices in meta order]}`` for every time point that has slices."""
+    out: dict[float, list[int]] = {}
+    for i, s in enumerate(meta["slices"]):
+        out.setdefault(tkey(s["timepoint"]), []).append(i)
+    return dict(sorted(out.items()))
+
+
+def reference_slice(meta: Mapping, t: float) -> int:
+    """The reference slice of a time point: its first slice in ``meta["slices"]`` order."""
+    return slices_by_timepoint(meta)[tkey(t)][0]
+
+
+def holdout_spec(meta: Mapping, train_cfg: Mapping | None = None,
+                 export_meta: Mapping | None = None) -> dict:
+    """The union of what was held out from training.
+
+    Sources: ``meta["holdout"]`` of the dataset, the same key of the model's copy of the
+    metadata (``export_meta``) and ``train_cfg["data"]["holdout_timepoints"]``. Returns
+    ``{"timepoints": sorted floats, "frames": [[gene, t], ...] (not already covered by a whole
+    time point), "sources": [...]}``.
+    """
+    times: set[float] = set()
+    frames: set[tuple[str, float]] = set()
+    sources: list[str] = []
+    for name, m in (("dataset meta", meta), ("model meta", export_meta)):
+        h = (m or {}).get("holdout") or {}
+        ts = [tkey(t) for t in h.get("timepoints") or []]
+        fs = [(str(g), tkey(t)) for g, t in h.get("frames") or []]
+        if ts or fs:
+            sources.append(name)
+        times.update(ts)
+        frames.update(fs)
+    data_cfg = (train_cfg or {}).get("data") or {}
+    extra = data_cfg.get("holdout_timepoints") if isinstance(data_cfg, Mapping) else None
+    if extra:
+        times.update(tkey(t) for t in extra)
+        sources.append("training_config.yaml data.holdout_timepoints")
+    frames = {(g, t) for g, t in frames if t not in times}
+    return {"timepoints": sorted(times), "frames": sorted([g, t] for g, t in frames),
+            "sources": sources}
+
+
+def observed_timepoints(meta: Mapping, gene: str, heldout_timepoints: Iterable[float] = (),
+                        heldout_frames: Iterable[Sequence] = ()) -> list[float]:
+    """Sorted time points at which ``gene`` was available for training."""
+    excluded = {tkey(t) for t in heldout_timepoints}
+    excluded |= {tkey(t) for g, t in heldout_frames if g == gene}
+    return [t for t in slices_by_timepoint(meta) if t not in excluded]

@@ -1,0 +1,85 @@
+"""Conditioning inputs of the VideoGeneUNet: frame-time embeddings, canvas coordinates, gene tokens.
+
+- :class:`FrameTimeEmbedding`: developmental day -> ``(..., d)``. ``"sinusoidal"`` is the
+  original (days x ``frame_time_scale`` at geometric frequencies up to 1 per unit: a day
+  between two sampled ones is an input never seen); ``"fourier"`` normalises the day to the
+  dataset's range ``[first, last] -> [0, 1]`` and uses only low frequencies (``t`` and
+  ``sin/cos(pi k t)``, ``k = 1 .. n``), so the embedding of a day between two sampled ones
+  lies between theirs.
+- :func:`coordinate_grid`: ``(2, h, w)`` canvas coordinates in [-1, 1] (input channels, so
+  every layer can know where it is).
+- :class:`GeneTokens`: the gene embedding projected to a few tokens that pixels attend to
+  (cross-attention), with the frame's time added so a token can ask for different things
+  at different days.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..errors import InputError
+from .blocks import mlp, sinusoidal_embedding
+
+FRAME_TIME_EMBEDDINGS = ("sinusoidal", "fourier")
+
+
+class FrameTimeEmbedding(nn.Sequential):
+    """Developmental days ``(...,)`` -> ``(..., out_dim)``: an MLP over fixed features. A
+    Sequential, so its weights keep the names of the original ``mlp`` (old exports load)."""
+
+    def __init__(self, kind: str, out_dim: int, *, width: int, scale: float = 10.0,
+                 time_range: tuple[float, float] | None = None, frequencies: int = 2) -> None:
+        if kind not in FRAME_TIME_EMBEDDINGS:
+            raise InputError(f"frame_time_embedding: {kind!r} is not one of {FRAME_TIME_EMBEDDINGS}")
+        if kind == "fourier" and frequencies < 1:
+            raise InputError(f"frame_time_frequencies: must be >= 1, got {frequencies}")
+        # without a range (a model built outside training): days / 10, smooth over ~10 days
+        lo, hi = (float(time_range[0]), float(time_range[1])) if time_range else (0.0, 10.0)
+        if not hi > lo:
+            raise InputError(f"frame_time_range: expected (first, last) with last > first, got "
+                             f"{time_range}")
+        in_dim = int(width) if kind == "sinusoidal" else 1 + 2 * int(frequencies)
+        super().__init__(*mlp(in_dim, out_dim))
+        self.kind, self.width, self.scale = kind, int(width), float(scale)
+        self.lo, self.span, self.frequencies = lo, hi - lo, int(frequencies)
+
+    def features(self, days: Tensor) -> Tensor:
+        if self.kind == "sinusoidal":
+            return sinusoidal_embedding(days.float() * self.scale, self.width)
+        t = (days.float() - self.lo) / self.span  # (...,) 0 at the first day, 1 at the last
+        k = torch.arange(1, self.frequencies + 1, device=days.device, dtype=torch.float32)
+        arg = math.pi * t[..., None] * k  # (..., n)
+        return torch.cat([t[..., None], torch.sin(arg), torch.cos(arg)], dim=-1)
+
+    def forward(self, days: Tensor, dtype: torch.dtype) -> Tensor:
+        return super().forward(self.features(days).to(dtype))
+
+
+def coordinate_grid(h: int, w: int, *, device=None, dtype=torch.float32) -> Tensor:
+    """``(2, h, w)``: row (y) and column (x) position of each pixel centre, in [-1, 1]."""
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w * 2 - 1
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))
+    return grid.to(dtype)
+
+
+class GeneTokens(nn.Module):
+    """Gene embedding ``(b, g)`` + per-frame time embedding ``(b, f, d)`` ->
+    ``((b f), n_tokens, d)`` tokens for cross-attention."""
+
+    def __init__(self, gene_dim: int, dim: int, n_tokens: int) -> None:
+        super().__init__()
+        self.n_tokens = int(n_tokens)
+        self.proj = nn.Sequential(nn.Linear(gene_dim, dim), nn.SiLU(),
+                                  nn.Linear(dim, self.n_tokens * dim))
+        self.time_proj = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, gene: Tensor, frame_emb: Tensor) -> Tensor:
+        tokens = rearrange(self.proj(gene), "b (n d) -> b 1 n d", n=self.n_tokens)
+        tokens = tokens + self.time_proj(frame_emb)[:, :, None]  # (b, f, n, d)
+        return self.norm(rearrange(tokens, "b f n d -> (b f) n d"))
