@@ -202,7 +202,8 @@ def main(cfg: TrainConfig) -> dict:
                               num_inference_steps=cfg.validation.num_inference_steps,
                               guidance_scale=cfg.validation.guidance_scale, seed=cfg.seed,
                               device=accelerator.device)
-        save_grid_png(grid, out / "validation" / f"step-{step}.png")
+        save_grid_png(grid, out / "validation" / f"step-{step}.png", genes=genes,
+                      timepoints=meta["timepoints"], has_real=real is not None, step=step)
         for tracker in accelerator.trackers:
             if tracker.name == "tensorboard":
                 tracker.log_images({"val/samples": grid[None, None]}, step=step, dataformats="NCHW")

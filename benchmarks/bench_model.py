@@ -10,6 +10,10 @@ CPU (default):   .venv/bin/python benchmarks/bench_model.py
 GPU:             python benchmarks/bench_model.py --device cuda --bf16 --compile \\
                      --runs tiny:16:32 small:64:32 base:64:16 large:64:8
 MFU (GPU) = 3 x forward FLOPs per example (FlopCounterMode) x examples/s / peak FLOP/s.
+``first_step_s`` is the first warm-up step (with --compile: compilation included). On CUDA the
+baseline's attention runs in chunks of --baseline-chunk sequences: its temporal attention over
+batch x pixels sequences exceeds the kernels' grid limit (65535) at 64x64 and batch >= 16.
+``--json FILE`` appends each row as one JSON line as soon as it is measured (benchmarks/gpu_check.sh).
 """
 
 from __future__ import annotations
@@ -35,6 +39,32 @@ def build_ours(preset: str, size: int):
     from videogene.models import model_from_preset
 
     return model_from_preset(preset, NUM_GENES, size)
+
+
+def chunk_sdpa(chunk: int) -> None:
+    """Make ``F.scaled_dot_product_attention`` (this process only) run in slices of at most
+    ``chunk`` along the first (batch) dimension: the CUDA attention kernels put that dimension
+    on a grid axis limited to 65535, which diffusers' temporal attention (one sequence per
+    example and pixel) exceeds. The result is the same function; only the launches differ."""
+    import torch
+    import torch.nn.functional as F
+
+    sdpa = F.scaled_dot_product_attention
+
+    def chunked(query, key, value, attn_mask=None, *args, **kwargs):
+        n = query.shape[0]
+        if n <= chunk:
+            return sdpa(query, key, value, attn_mask, *args, **kwargs)
+        outs = []
+        for i in range(0, n, chunk):
+            m = attn_mask
+            if m is not None and m.dim() == query.dim() and m.shape[0] == n:
+                m = m[i:i + chunk]
+            outs.append(sdpa(query[i:i + chunk], key[i:i + chunk], value[i:i + chunk], m,
+                             *args, **kwargs))
+        return torch.cat(outs)
+
+    F.scaled_dot_product_attention = chunked
 
 
 class Baseline3D:
@@ -139,6 +169,11 @@ def run_one(spec: dict) -> dict:
     device = torch.device(spec["device"])
     if device.type == "cpu" and spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    chunk = spec.get("baseline_chunk")
+    if chunk is None:
+        chunk = 32768 if device.type == "cuda" else 0
+    if spec["model"] != "videogene" and chunk > 0:
+        chunk_sdpa(chunk)
     flops = forward_flops(spec)
     torch.manual_seed(0)
     model, desc = build(spec)
@@ -146,7 +181,8 @@ def run_one(spec: dict) -> dict:
     if spec["model"] == "videogene" and spec.get("checkpointing"):
         model.enable_gradient_checkpointing()
     batch = make_batch(spec["batch"], spec["frames"], spec["size"], device)
-    step_model = torch.compile(model) if spec.get("compile") else model
+    step_model = (torch.compile(model, backend=spec.get("compile_backend") or "inductor")
+                  if spec.get("compile") else model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     target = torch.randn_like(batch["sample"])
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(spec.get("bf16")))
@@ -165,8 +201,12 @@ def run_one(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(spec["warmup"]):
+    t0 = time.perf_counter()
+    for i in range(spec["warmup"]):
         step()
+        if i == 0:
+            sync()
+            first_step_s = time.perf_counter() - t0
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -181,7 +221,9 @@ def run_one(spec: dict) -> dict:
     row = dict(model=desc, params_M=count_parameters(model) / 1e6,
                shape=f"{spec['frames']}x{spec['size']}x{spec['size']}", batch=spec["batch"],
                step_s=step_s, examples_per_s=eps, fwd_GFLOP=flops / 1e9,
-               train_TFLOP_s=3 * flops * eps / 1e12, peak_rss_GiB=peak_rss_gib())
+               train_TFLOP_s=3 * flops * eps / 1e12, peak_rss_GiB=peak_rss_gib(),
+               first_step_s=first_step_s if spec["warmup"] else None,
+               compile=bool(spec.get("compile")), bf16=bool(spec.get("bf16")))
     if device.type == "cuda":
         row["peak_gpu_GiB"] = torch.cuda.max_memory_allocated() / 2**30
         name = torch.cuda.get_device_name(0)
@@ -202,10 +244,19 @@ def main(argv: list[str] | None = None) -> None:
                    help="PRESET:SIZE:BATCH entries")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=2, help="warm-up steps (>= 1)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend (aot_eager: graph capture without code generation)")
+    p.add_argument("--baseline-chunk", type=int, default=None,
+                   help="sequences per attention call in the diffusers baseline (default: "
+                   "32768 on CUDA, unchunked on CPU; 0 = unchunked)")
+    p.add_argument("--worker-timeout", type=float, default=None,
+                   help="seconds after which one configuration is abandoned (reported failed)")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="append each row as one JSON line to FILE as soon as it is measured")
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (ours)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--peak-tflops", type=float, default=None, help="override the device peak")
@@ -223,10 +274,15 @@ def main(argv: list[str] | None = None) -> None:
         for model in ["videogene"] + ([] if a.no_baseline else ["unet3d"]):
             spec = dict(preset=preset, size=int(size), batch=int(batch), frames=a.frames,
                         model=model, steps=a.steps, warmup=a.warmup, device=a.device, bf16=a.bf16,
-                        compile=a.compile, checkpointing=a.checkpointing, threads=a.threads,
-                        peak_tflops=a.peak_tflops)
-            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
-                                  capture_output=True, text=True)
+                        compile=a.compile, compile_backend=a.compile_backend,
+                        checkpointing=a.checkpointing, threads=a.threads,
+                        peak_tflops=a.peak_tflops, baseline_chunk=a.baseline_chunk)
+            try:
+                proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
+                                      capture_output=True, text=True, timeout=a.worker_timeout)
+            except subprocess.TimeoutExpired:
+                print(f"{entry} {model}: no result within {a.worker_timeout:g} s", file=sys.stderr)
+                continue
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not lines:
                 print(f"{entry} {model}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
@@ -235,6 +291,9 @@ def main(argv: list[str] | None = None) -> None:
             row["run"] = entry
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if a.json:
+                with open(a.json, "a") as fh:
+                    fh.write(json.dumps({"bench": "model", **row}) + "\n")
     if not rows:
         sys.exit("no run succeeded")
     for row in rows:  # speed-up of ours over the baseline on the same run
@@ -243,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         if base and row["model"].startswith("VideoGene"):
             row["speedup_vs_unet3d"] = row["examples_per_s"] / base["examples_per_s"]
     columns = ["model", "params_M", "shape", "batch", "step_s", "examples_per_s", "speedup_vs_unet3d",
-               "fwd_GFLOP", "train_TFLOP_s", "peak_rss_GiB"]
+               "fwd_GFLOP", "train_TFLOP_s", "first_step_s", "peak_rss_GiB"]
     if a.device.startswith("cuda"):
         columns += ["peak_gpu_GiB", "MFU"]
     flags = " ".join(f for f, on in [("bf16", a.bf16), ("compile", a.compile),

@@ -51,3 +51,23 @@ def test_verdict_skipped_evaluation_and_index(tmp_path):
     assert page.index("embed/gene_map.png") < page.index("embed/baseline_gene_map.png")
     assert "it reproduces what it was trained on" in page and "better" in page
     assert "<pre>" not in page  # JSON is linked, not dumped
+
+
+@pytest.mark.parametrize("has_real", [True, False])
+def test_validation_grid_is_labelled(has_real, tmp_path):
+    import numpy as np
+
+    from videogene.training.validation import grid_figure, save_grid_png, tile
+
+    genes, times = ["Sox2", "Col3a1"], [9.5, 10.5, 11.5]
+    grid = tile(np.random.default_rng(0).random((2 * (1 + has_real), 3, 8, 8)))
+    fig = grid_figure(grid, genes, times, has_real=has_real, step=300)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["E9.5", "E10.5", "E11.5"]
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert rows == (["Sox2 real", "Sox2 generated", "Col3a1 real", "Col3a1 generated"] if has_real
+                    else ["Sox2 generated", "Col3a1 generated"])
+    assert fig.axes[1].get_ylabel() == "expression / gene scale"
+    assert "step 300" in fig._suptitle.get_text()
+    assert save_grid_png(grid, tmp_path / "g.png", genes=genes, timepoints=times,
+                         has_real=has_real).stat().st_size > 0

@@ -66,7 +66,8 @@ def plot_trajectory_grid(trajectories: np.ndarray, genes: Sequence[str], timepoi
     cm = colormap(cmap)
 
     cell = 1.3
-    fig = Figure(figsize=(cell * t + 1.6, cell * len(rows) + (0.8 if title else 0.5)), dpi=110)
+    width = max(cell * t + 1.6, 0.085 * len(title or "") + 0.5)  # one time point: room for the title
+    fig = Figure(figsize=(width, cell * len(rows) + (0.8 if title else 0.5)), dpi=110)
     axes = fig.subplots(len(rows), t, squeeze=False)
     image = None
     for r, (frames, label) in enumerate(zip(rows, labels)):
@@ -90,7 +91,7 @@ def plot_trajectory_grid(trajectories: np.ndarray, genes: Sequence[str], timepoi
         fig.suptitle(title, fontsize=10)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        fig.savefig(path, bbox_inches="tight")  # nothing clipped, however few the columns
     return fig
 
 

@@ -274,9 +274,13 @@ def _cluster(x: np.ndarray, *, n_neighbors: int, seed: int, n_clusters: int | No
         labels, _ = kmeans(xn, int(n_clusters), seed=seed)
         desc = {"method": "kmeans", "k_rule": "given", "n_clusters": int(n_clusters)}
     else:
+        from tqdm.auto import tqdm
+
         best = None
         sil_by_k = {}
-        for k in _kmeans_k_range(n):
+        k_range = _kmeans_k_range(n)
+        for k in tqdm(k_range, desc="k-means (choosing k)", unit="k", leave=False,
+                      disable=n < 500):
             lab, _ = kmeans(xn, k, seed=seed)
             if len(np.unique(lab)) < 2:
                 continue

@@ -111,15 +111,55 @@ def tile(videos: np.ndarray, pad: int = 1) -> np.ndarray:
     return np.clip(grid, 0.0, 1.0)
 
 
-def save_grid_png(grid: np.ndarray, path: str | Path, *, scale: int = 4) -> Path:
-    """Write a ``[0, 1]`` grid as an upscaled viridis PNG."""
+def save_grid_png(grid: np.ndarray, path: str | Path, *, genes: Sequence[str] | None = None,
+                  timepoints: Sequence[float] | None = None, has_real: bool = True,
+                  step: int | None = None, dpi: int = 110) -> Path:
+    """Write a ``[0, 1]`` grid (:func:`sample_grid`) as a labelled PNG.
+
+    Rows are named by gene and ``real`` / ``generated`` (``has_real``), columns by day
+    (``E9.5``), with a colour bar of expression divided by the gene's scale and a title with
+    the step. Without ``genes`` and ``timepoints`` the bare grid is written, upscaled.
+    """
     import matplotlib
+
+    from ..pl._style import EXPRESSION_CMAP
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rgb = matplotlib.colormaps["viridis"](grid)[..., :3]
-    rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
-    import imageio.v3 as iio
+    if genes is None or timepoints is None:
+        import imageio.v3 as iio
 
-    iio.imwrite(path, (rgb * 255).round().astype(np.uint8))
+        rgb = matplotlib.colormaps[EXPRESSION_CMAP](grid)[..., :3]
+        rgb = np.repeat(np.repeat(rgb, 4, axis=0), 4, axis=1)
+        iio.imwrite(path, (rgb * 255).round().astype(np.uint8))
+        return path
+    grid_figure(grid, genes, timepoints, has_real=has_real, step=step, dpi=dpi).savefig(path)
     return path
+
+
+def grid_figure(grid: np.ndarray, genes: Sequence[str], timepoints: Sequence[float], *,
+                has_real: bool = True, step: int | None = None, dpi: int = 110):
+    """The labelled matplotlib ``Figure`` of :func:`save_grid_png`."""
+    from matplotlib.figure import Figure
+
+    from ..pl._style import EXPRESSION_CMAP, day_label
+
+    kinds = ("real", "generated") if has_real else ("generated",)
+    labels = [f"{g} {k}" for g in genes for k in kinds]
+    n_rows, n_cols = len(labels), len(timepoints)
+    cell_h, cell_w = (grid.shape[0] + 1) / n_rows, (grid.shape[1] + 1) / n_cols
+    fig = Figure(figsize=(1.0 + 0.8 * n_cols, 0.9 + 0.8 * n_rows), dpi=dpi)
+    ax = fig.add_axes((0.22, 0.08, 0.62, 0.8))
+    im = ax.imshow(grid, cmap=EXPRESSION_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([(j + 0.5) * cell_w - 1 for j in range(n_cols)])
+    ax.set_xticklabels([day_label(t) for t in timepoints], fontsize=7)
+    ax.set_yticks([(i + 0.5) * cell_h - 1 for i in range(n_rows)])
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.tick_params(length=0)
+    bar = fig.colorbar(im, cax=fig.add_axes((0.87, 0.08, 0.025, 0.8)))
+    bar.set_label("expression / gene scale", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+    fig.suptitle(f"validation{'' if step is None else f', step {step}'}: "
+                 + ("real over generated per gene" if has_real else "generated per gene"),
+                 fontsize=8)
+    return fig
