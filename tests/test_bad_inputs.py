@@ -236,3 +236,12 @@ def test_bad_spatial_axes(axes, expected, tmp_path, capsys):
     out = tmp_path / "ds"
     _fails(["prepare", str(src), "--out", str(out), "--spatial-axes", axes], capsys, expected,
            absent=out)
+
+
+def test_mixed_precision_no_on_the_command_line():
+    from videogene.training.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["mixed_precision=no", "report_to=none"])
+    assert cfg.mixed_precision == "no"
+    with pytest.raises(InputError, match="mixed_precision"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["mixed_precision=yes"])

@@ -309,7 +309,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         raise InputError(f"config {key}={value!r}: expected a number")
     if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted no/yes (mixed_precision=no) as a bool
+            return "yes" if value else "no"
+        if isinstance(value, (str, int, float)):
             return str(value)
         raise InputError(f"config {key}={value!r}: expected a string")
     raise InputError(f"config {key}: unsupported type {tp}")
