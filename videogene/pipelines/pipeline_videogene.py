@@ -256,6 +256,20 @@ class VideoGenePipeline(DiffusionPipeline):
             out.append(self.masks[first])
         return np.stack(out).astype(bool)
 
+    def _resolve_times(self, timepoints) -> list[float]:
+        """The requested days as floats (default: the training time points); one-line errors."""
+        if timepoints is None:
+            timepoints = self.timepoints
+            if not timepoints:
+                raise InputError("timepoints: none given and the pipeline has no metadata time points")
+        try:
+            times = [float(t) for t in np.atleast_1d(np.asarray(timepoints, dtype=np.float64))]
+        except (TypeError, ValueError):
+            raise InputError(f"timepoints: expected numbers, got {timepoints!r}") from None
+        if not times or not all(np.isfinite(times)):
+            raise InputError(f"timepoints: not all finite: {times}")
+        return times
+
     def _sample_with_context(self, genes, timepoints, *, context, dataset, masks, output_type: str,
                              return_dict: bool, **sample_kwargs):
         """In-filling: sample the context video, return the requested frames (see ``__call__``)."""
@@ -263,10 +277,7 @@ class VideoGenePipeline(DiffusionPipeline):
 
         check_context_model(self.unet, self.source_dir or "in memory")
         ids, names = self.gene_ids(genes)
-        times = [float(t) for t in (self.timepoints if timepoints is None
-                                    else np.atleast_1d(np.asarray(timepoints, dtype=np.float64)))]
-        if not times or not all(np.isfinite(times)):
-            raise InputError(f"timepoints: expected finite numbers, got {times}")
+        times = self._resolve_times(timepoints)
         if isinstance(context, str):
             if context != "observed":
                 raise InputError(f"context {context!r}: expected 'none', 'observed' or an array "
@@ -387,16 +398,7 @@ class VideoGenePipeline(DiffusionPipeline):
                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                 generator=generator, batch_size=batch_size, progress=progress, sampler=sampler)
         ids, names = self.gene_ids(genes)
-        if timepoints is None:
-            timepoints = self.timepoints
-            if not timepoints:
-                raise InputError("timepoints: none given and the pipeline has no metadata time points")
-        try:
-            times = [float(t) for t in np.atleast_1d(np.asarray(timepoints, dtype=np.float64))]
-        except (TypeError, ValueError):
-            raise InputError(f"timepoints: expected numbers, got {timepoints!r}") from None
-        if not times or not all(np.isfinite(times)):
-            raise InputError(f"timepoints: not all finite: {times}")
+        times = self._resolve_times(timepoints)
         mask_np = self.masks_for(times, masks)  # (T, H, W)
         units = self.model_units
         scales = self.gene_scale(names)  # (genes,) expression units

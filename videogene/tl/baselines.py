@@ -43,9 +43,6 @@ from ..errors import InputError
 OBSERVED_BASELINES = ("nearest", "linear", "mean_image")
 
 
-_tkey = tkey
-
-
 def _covered_mean(stack: np.ndarray, cover: np.ndarray, weights: np.ndarray | None = None
                   ) -> np.ndarray:
     """Per-pixel mean of ``stack`` over the entries whose ``cover`` is True (0 if none).
@@ -92,8 +89,8 @@ def _baseline_inputs(canvases, masks, meta: Mapping, timepoint: float, observed:
     masks = np.asarray(masks, dtype=bool)
     if canvases.shape != masks.shape:
         raise InputError(f"baselines: canvases {canvases.shape} and masks {masks.shape} differ")
-    t = _tkey(timepoint)
-    observed = sorted(_tkey(o) for o in observed)
+    t = tkey(timepoint)
+    observed = sorted(tkey(o) for o in observed)
     if not observed:
         raise InputError(f"baselines: no observed time point left for the frame at t={t}")
     return canvases, masks, slices_by_timepoint(meta), t, observed
@@ -163,7 +160,7 @@ def observed_frame_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapp
 
 def linear_is_interpolating(t: float, observed: Sequence[float]) -> bool:
     """True when ``t`` lies strictly between two observed time points."""
-    lo, hi = _neighbours(_tkey(t), sorted(_tkey(o) for o in observed))
+    lo, hi = _neighbours(tkey(t), sorted(tkey(o) for o in observed))
     return lo is not None and hi is not None
 
 

@@ -83,6 +83,7 @@ from ..data.holdout import (
     tkey,
 )
 from ..errors import InputError
+from ..pp._spatial import SPATIAL_AMPLITUDE_THRESHOLD
 from ..utils import check_output_dir, get_logger
 from .baselines import (
     OBSERVED_BASELINES,
@@ -151,14 +152,11 @@ _METRIC_LABELS = {
 _SET_DEFINITIONS = {
     "all": "every evaluated gene",
     "spatial": "meta['spatially_variable'] (mean Moran's I over the training slices >= "
-               "meta['spatial_threshold'])",
+               f"meta['spatial_threshold'] and mean spatial amplitude >= "
+               f"{SPATIAL_AMPLITUDE_THRESHOLD:g})",
 }
 
 _SAMPLERS = ("dpmsolver++", "ddim", "ddpm")  # VideoGenePipeline's samplers (no diffusers import)
-
-
-_tkey = tkey
-_reference_slice = reference_slice
 
 
 def _is_model_method(name: str) -> bool:
@@ -380,7 +378,7 @@ def _heldout_expression(dataset_dir, meta: Mapping, masks: np.ndarray,
     it = read_gene_canvases(dataset_dir, genes=list(by_gene))
     for g, canv in tqdm(it, total=len(by_gene), desc="held-out expression", disable=not progress):
         vals = [canv[i][masks[i]].mean() if masks[i].any() else 0.0
-                for i in (_reference_slice(meta, t) for t in by_gene[g])]
+                for i in (reference_slice(meta, t) for t in by_gene[g])]
         out[g] = float(np.mean(vals))
     return out
 
@@ -394,7 +392,7 @@ def _add_truth(fs: FrameSet, meta: Mapping, *, progress: bool) -> None:
         by_t.setdefault(t, []).append(k)
     for t, ks in tqdm(by_t.items(), desc="synthetic truth", disable=not progress):
         genes_t = [fs.frames[k][0] for k in ks]
-        canv_t = synthetic_truth(meta, t, _reference_slice(meta, t), genes_t, within_timepoint=0)
+        canv_t = synthetic_truth(meta, t, reference_slice(meta, t), genes_t, within_timepoint=0)
         for k in ks:
             fs.methods["truth"][k] = np.where(fs.masks[k], canv_t[fs.frames[k][0]],
                                               0.0).astype(np.float32)
@@ -433,7 +431,7 @@ def collect_reference_frames(dataset_dir, meta: Mapping, masks: np.ndarray,
         canv = _check_canvases(dataset_dir, g, canv, masks)
         obs = observed_timepoints(meta, g, spec["timepoints"], spec["frames"])
         for k, t in by_gene[g]:
-            ref = _reference_slice(meta, t)
+            ref = reference_slice(meta, t)
             m = masks[ref]
             real[k] = np.where(m, canv[ref], 0.0).astype(np.float32)
             fmasks[k], refs[k] = m, ref
@@ -479,7 +477,7 @@ def collect_train_frames(dataset_dir, meta: Mapping, masks: np.ndarray, genes: S
         canv = _check_canvases(dataset_dir, g, canv, masks)
         for t in observed[g]:
             k = index[(g, t)]
-            ref = _reference_slice(meta, t)
+            ref = reference_slice(meta, t)
             m = masks[ref]
             real[k] = np.where(m, canv[ref], 0.0).astype(np.float32)
             fmasks[k], refs[k] = m, ref
@@ -516,7 +514,7 @@ def generate_videos(pipe, genes: Sequence[str], timepoints: Sequence[float], mas
     import torch
 
     times = [float(t) for t in timepoints]
-    video_masks = np.stack([masks[_reference_slice(meta, t)] for t in times])  # (T, H, W)
+    video_masks = np.stack([masks[reference_slice(meta, t)] for t in times])  # (T, H, W)
     genes = list(dict.fromkeys(genes))
     per_call = max(1, batch_size // max(1, num_samples))
     chunks = [genes[i:i + per_call] for i in range(0, len(genes), per_call)]
@@ -542,8 +540,8 @@ def generate_videos(pipe, genes: Sequence[str], timepoints: Sequence[float], mas
 def frames_from_videos(videos: Mapping[str, np.ndarray], frames: Sequence[tuple[str, float]],
                        timepoints: Sequence[float]) -> list[np.ndarray]:
     """The ``(num_samples, H, W)`` stacks of ``frames`` out of :func:`generate_videos`' output."""
-    index = {_tkey(t): i for i, t in enumerate(timepoints)}
-    return [videos[g][:, index[_tkey(t)]] for g, t in frames]
+    index = {tkey(t): i for i, t in enumerate(timepoints)}
+    return [videos[g][:, index[tkey(t)]] for g, t in frames]
 
 
 def generate_frames(pipe, frames: Sequence[tuple[str, float]], timepoints: Sequence[float],
@@ -1057,7 +1055,7 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     fs = collect_reference_frames(dataset, meta, masks, frames, spec, progress=progress)
     train_fs = (collect_train_frames(dataset, meta, masks, genes, spec, progress=progress)
                 if train_frames else None)
-    timepoints = sorted({_tkey(t) for t in meta["timepoints"]} | {t for _, t in frames})
+    timepoints = sorted({tkey(t) for t in meta["timepoints"]} | {t for _, t in frames})
     videos = generate_videos(pipe, genes, timepoints, masks, meta, num_samples=num_samples,
                              num_inference_steps=num_inference_steps,
                              guidance_scale=guidance_scale, scheduler=scheduler,
