@@ -72,10 +72,12 @@ def main(cfg: TrainConfig) -> dict:
     from tqdm.auto import tqdm
 
     from videogene.data import load_masks, load_metadata
+    from videogene.data.holdout import holdout_spec
     from videogene.models import VideoGeneUNet, count_parameters, estimate_flops, model_from_preset
     from videogene.pipelines import export_pipeline
     from videogene.training import checkpointing as ckpt
     from videogene.training.diffusion import diffusion_loss, make_noise_scheduler, step_generator
+    from videogene.training.gene_init import init_gene_table
     from videogene.training.hub import push_folder_to_hub, render_model_card
     from videogene.training.optim import build_lr_scheduler, build_optimizer
     from videogene.training.stream import (
@@ -142,6 +144,12 @@ def main(cfg: TrainConfig) -> dict:
               f"{flops / 1e9:.3f} GFLOPs forward per example ({3 * flops / 1e9:.3f} per training "
               f"example); {len(meta['genes'])} genes, {num_frames} frames of {side}x{side}; "
               f"{world} process(es)", flush=True)
+    fresh = ckpt.resolve_resume(out, cfg.resume_from_checkpoint) is None
+    if cfg.gene_embedding_init == "data" and fresh:  # on resume the checkpoint has the table
+        spec = holdout_spec(meta, {"data": {"holdout_timepoints": cfg.data.holdout_timepoints}})
+        init_gene_table(model, data_dir, heldout_timepoints=spec["timepoints"],
+                        heldout_frames=spec["frames"], rms=cfg.gene_embedding_init_rms,
+                        seed=cfg.seed, progress=is_main)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     ema = None

@@ -92,3 +92,14 @@ def tiny_export_dir(tmp_path_factory, tiny_dataset) -> Path:
                     scheduler=DDPMScheduler(num_train_timesteps=100, prediction_type="sample",
                                             beta_schedule="squaredcos_cap_v2"))
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """The test machine's 2 cores are shared; one intra-op thread avoids oversubscription."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

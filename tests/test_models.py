@@ -22,13 +22,7 @@ from videogene.models import (
 NUM_GENES = 12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machine's 2 cores are shared; one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(seed: int = 0, **overrides) -> VideoGeneUNet:
@@ -306,7 +300,7 @@ def test_presets_turn_on_the_gene_identity_paths():
         assert cfg["frame_time_embedding"] == "fourier" and cfg["context_channels"], name
     model = model_from_preset("tiny", NUM_GENES, 16)
     assert model.gene_token_proj is not None
-    assert any(layer.cross is not None for layer in model.mid_layers)
+    assert any(layer.cross is not None for layer in model.mid_block.layers)
 
 
 def test_bare_config_is_the_old_architecture_and_old_exports_load(tmp_path):
@@ -316,7 +310,7 @@ def test_bare_config_is_the_old_architecture_and_old_exports_load(tmp_path):
     torch.manual_seed(0)
     old = VideoGeneUNet(num_genes=NUM_GENES, sample_size=16, **old_kw)
     assert old.gene_token_proj is None and old.conv_in.in_channels == 2  # sample + tissue mask
-    assert all(layer.cross is None for layer in old.mid_layers)
+    assert all(layer.cross is None for layer in old.mid_block.layers)
     # the original parameter names: an export written before the new fields has exactly these
     assert {"frame_time_embed.0.weight", "frame_time_embed.2.weight", "gene_proj.0.weight"} <= set(
         old.state_dict())

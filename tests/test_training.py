@@ -410,3 +410,151 @@ def test_diffusion_loss_scores_only_non_context_frames():
     loss_off, _ = diffusion_loss(spy, make_noise_scheduler(dcfg), batch, dcfg,
                                  generator=torch.Generator().manual_seed(1), null_gene_id=4)
     assert "context" not in calls[1]
+
+
+# ------------------------------------------------------------------ parametrisation, device draws
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_noise_and_target_follows_the_scheduler_config(prediction_type):
+    from diffusers import DDPMScheduler
+
+    from videogene.training.diffusion import noise_and_target
+
+    sched = DDPMScheduler(num_train_timesteps=100, prediction_type=prediction_type)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.rand(3, 1, 2, 4, 4, generator=g), torch.randn(3, 1, 2, 4, 4, generator=g)
+    t = torch.tensor([0, 50, 99])
+    noisy, target = noise_and_target(sched, x0, noise, t)
+    torch.testing.assert_close(noisy, sched.add_noise(x0, noise, t))
+    expected = {"epsilon": noise, "v_prediction": sched.get_velocity(x0, noise, t),
+                "sample": x0}[prediction_type]
+    torch.testing.assert_close(target, expected)
+    sched.register_to_config(prediction_type="x0")
+    with pytest.raises(ValueError, match="prediction_type 'x0'"):
+        noise_and_target(sched, x0, noise, t)
+
+
+def test_diffusion_loss_reads_the_scheduler_and_logs_a_tensor():
+    """The scheduler's prediction type wins over the training config's; ``mse`` stays a tensor."""
+    from videogene.training.diffusion import (
+        StepNoise,
+        diffusion_loss,
+        draw_context,
+        masked_loss,
+        noise_and_target,
+    )
+
+    b, f = 4, 3
+    batch = {"video": torch.rand(b, f, 1, 16, 16) * 2 - 1, "tissue_mask": torch.ones(b, f, 1, 16, 16),
+             "frame_times": torch.arange(f).float().repeat(b, 1) + 10, "gene_id": torch.arange(b) % 4,
+             "frame_present": torch.ones(b, f, dtype=torch.bool), "sample_weight": torch.ones(b)}
+
+    def zero_model(x, t, **kw):
+        return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    dcfg_eps = load_config(None, ["diffusion.prediction_type=epsilon",
+                                  "diffusion.snr_gamma=null"]).diffusion
+    dcfg_v = load_config(None, ["diffusion.prediction_type=v_prediction",
+                                "diffusion.snr_gamma=null"]).diffusion
+    sched_v = make_noise_scheduler(dcfg_v)
+    loss, logs = diffusion_loss(zero_model, sched_v, batch, dcfg_eps,
+                                generator=torch.Generator().manual_seed(5), null_gene_id=4)
+    assert torch.is_tensor(logs["mse"]) and logs["mse"].ndim == 0 and not logs["mse"].requires_grad
+    # the same draws by hand: the target is v (the scheduler's), not epsilon (the config's)
+    g = torch.Generator().manual_seed(5)
+    x0 = batch["video"].transpose(1, 2)
+    draws = StepNoise.draw(tuple(x0.shape), 1000, dcfg_eps.gene_dropout, g, "cpu", sched_v, dcfg_eps)
+    _, v = noise_and_target(sched_v, x0, draws.noise, draws.timesteps)
+    want = masked_loss(torch.zeros_like(v), v, frame_present=batch["frame_present"]).mean()
+    torch.testing.assert_close(loss.detach(), want)
+    torch.testing.assert_close(logs["mse"], want)
+    assert float(logs["mse"]) != pytest.approx(float(draws.noise.pow(2).mean()), rel=1e-3)
+    # on the CPU, draws come straight from the CPU generator, in a fixed order
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    d = StepNoise.draw((2, 1, 3, 4, 4), 1000, 0.5, g1, "cpu")
+    torch.testing.assert_close(d.noise, torch.randn((2, 1, 3, 4, 4), generator=g2))
+    assert torch.equal(d.timesteps, torch.randint(0, 1000, (2,), generator=g2))
+    assert torch.equal(d.drop_gene, torch.rand(2, generator=g2) < 0.5)
+    ctx = draw_context(torch.ones(2, 3, dtype=torch.bool), 0.0, g1)
+    assert ctx.device.type == "cpu" and ctx.any(dim=1).all()
+
+
+def test_generator_on_and_step_generator_device():
+    from videogene.training.diffusion import generator_on
+
+    g = step_generator(0, 3, 1)
+    assert generator_on(g, "cpu") is g and generator_on(g, torch.device("cpu")) is g
+    assert step_generator(0, 3, 1, device="cpu").initial_seed() == g.initial_seed()
+
+
+def test_derived_device_generator_is_a_function_of_the_step(monkeypatch):
+    """The path a CUDA batch takes with train.py's CPU step generator, simulated on the CPU:
+    one draw of the step generator seeds the device generator, so the step's numbers depend on
+    (seed, step, rank, micro_step) only, and a resumed run draws them again."""
+    import videogene.training.diffusion as diffusion
+
+    monkeypatch.setattr(diffusion, "_same_device", lambda a, b: False)
+    a = diffusion.generator_on(step_generator(0, 3, 1), "cpu")
+    b = diffusion.generator_on(step_generator(0, 3, 1), "cpu")
+    c = diffusion.generator_on(step_generator(0, 4, 1), "cpu")
+    x, y, z = (torch.randn(6, generator=g) for g in (a, b, c))
+    assert torch.equal(x, y) and not torch.equal(x, z)
+    assert not torch.equal(x, torch.randn(6, generator=step_generator(0, 3, 1)))
+    d1 = diffusion.StepNoise.draw((2, 1, 3, 4, 4), 1000, 0.1, step_generator(0, 3, 1), "cpu")
+    d2 = diffusion.StepNoise.draw((2, 1, 3, 4, 4), 1000, 0.1, step_generator(0, 3, 1), "cpu")
+    assert torch.equal(d1.noise, d2.noise) and torch.equal(d1.timesteps, d2.timesteps)
+    present = torch.ones(64, 4, dtype=torch.bool)
+    assert torch.equal(diffusion.draw_context(present, 0.5, step_generator(0, 3, 1)),
+                       diffusion.draw_context(present, 0.5, step_generator(0, 3, 1)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_step_draws_on_cuda_without_host_syncs():
+    """On CUDA: draws on the device, deterministic in the per-step seed, no synchronising call."""
+    from videogene.models import model_from_preset
+    from videogene.training.diffusion import (
+        StepNoise,
+        diffusion_loss,
+        draw_context,
+        generator_on,
+        loss_weights,
+        noise_and_target,
+    )
+
+    dev = torch.device("cuda")
+    dcfg = load_config(None, ["diffusion.timestep_sampling=lognormal"]).diffusion
+    sched = make_noise_scheduler(dcfg)
+    present = torch.ones(8, 4, dtype=torch.bool, device=dev)
+    x0 = torch.rand(8, 1, 4, 16, 16, device=dev)
+
+    def draws(gen):
+        d = StepNoise.draw(tuple(x0.shape), 1000, 0.1, gen, dev, sched, dcfg)
+        ctx = draw_context(present, 0.5, gen)
+        noisy, target = noise_and_target(sched, x0, d.noise, d.timesteps)
+        return d, ctx, noisy, target, loss_weights(sched, d.timesteps, dcfg)
+
+    draws(generator_on(step_generator(0, 1, 0), dev))  # warm: the schedule's tables move once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        a = draws(generator_on(step_generator(0, 1, 0), dev))
+        b = draws(step_generator(0, 1, 0, device=dev))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert a[0].noise.device.type == "cuda" and a[1].device.type == "cuda"
+    again = draws(generator_on(step_generator(0, 1, 0), dev))
+    assert torch.equal(a[0].noise, again[0].noise) and torch.equal(a[0].timesteps, again[0].timesteps)
+    assert torch.equal(a[1], again[1])
+    assert torch.equal(b[0].noise, draws(step_generator(0, 1, 0, device=dev))[0].noise)
+    assert not torch.equal(a[0].noise, draws(generator_on(step_generator(0, 2, 0), dev))[0].noise)
+    # the whole loss: same numbers for the same step, on the device
+    torch.manual_seed(0)
+    model = model_from_preset("tiny", 4, 16, context_channels=True).to(dev)
+    batch = {"video": (torch.rand(8, 4, 1, 16, 16) * 2 - 1).to(dev),
+             "tissue_mask": torch.ones(8, 4, 1, 16, 16, device=dev),
+             "frame_times": (torch.arange(4).float().repeat(8, 1) + 10).to(dev),
+             "gene_id": (torch.arange(8) % 4).to(dev), "frame_present": present,
+             "sample_weight": torch.ones(8, device=dev)}
+    out = [diffusion_loss(model, sched, batch, dcfg, generator=step_generator(0, 7, 0),
+                          null_gene_id=4, context=True) for _ in range(2)]
+    assert out[0][1]["mse"].device.type == "cuda"
+    assert torch.equal(out[0][0], out[1][0])

@@ -125,11 +125,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampler_args(p: argparse.ArgumentParser, *, samples: int, steps: int) -> None:
+    from .pipelines.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SAMPLERS
+
     p.add_argument("--num-samples", type=int, default=samples, help=f"samples per gene ({samples})")
     p.add_argument("--steps", type=int, default=steps, help=f"sampling steps ({steps})")
-    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance (2.0)")
-    p.add_argument("--scheduler", choices=["dpmsolver++", "ddim", "ddpm"], default="dpmsolver++",
-                   help="sampler (dpmsolver++)")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help=f"classifier-free guidance ({DEFAULT_GUIDANCE})")
+    # the option keeps its historical name; it picks the sampler, not the noise schedule
+    p.add_argument("--scheduler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
+                   help=f"sampler ({DEFAULT_SAMPLER})")
     p.add_argument("--batch-size", type=int, default=8, help="trajectories per forward pass (8)")
 
 
@@ -155,7 +159,7 @@ def run_generate(a: argparse.Namespace) -> None:
     _print_json(generate_trajectories(
         a.model, a.genes, parse_timepoints(a.timepoints) if a.timepoints else None, a.out,
         num_samples=a.num_samples, num_inference_steps=a.steps, guidance_scale=a.guidance,
-        scheduler=a.scheduler, batch_size=a.batch_size, seed=a.seed, use_ema=not a.no_ema,
+        sampler=a.scheduler, batch_size=a.batch_size, seed=a.seed, use_ema=not a.no_ema,
         device=a.device, context=a.context, dataset=a.dataset,
     ))
 

@@ -1,14 +1,20 @@
-"""Building blocks of the VideoGeneUNet: factorized space-time layers.
+"""Building blocks of the VideoGeneUNet: factorized space-time layers and the per-level modules.
 
 Every block works on frames folded into the batch, ``((b f), c, h, w)``; only the temporal
 attention unfolds them (``(b f) c h w -> b (h w) f c``). All normalisation is per frame
 (GroupNorm over ``c h w`` of one frame), so a frame's features never mix with other frames'
 except through temporal attention, which masks absent frames as padded keys.
+
+The UNet is a list of levels (diffusers-style): :class:`DownBlock` (its layers, then a
+downsample), one :class:`MidBlock`, :class:`UpBlock` (coarsest first: its layers, each eating a
+skip connection, then an upsample). Each level runs its :class:`SpaceTimeLayer` s under gradient
+checkpointing when the model's ``enable_gradient_checkpointing`` turned it on.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -102,66 +108,69 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class SpatialAttention(nn.Module):
+class Attention(nn.Module):
+    """What the three attentions share: ``heads`` of ``head_dim`` channels, a per-frame
+    GroupNorm of the input, the subclass's input projections (keyword arguments, registered
+    under their names) and a zero-initialised output projection, so a fresh layer is the
+    identity (``x + out(...)``)."""
+
+    def __init__(self, channels: int, *, head_dim: int, groups: int, backend: str,
+                 **projections: nn.Module) -> None:
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.backend = backend
+        self.norm = nn.GroupNorm(num_groups(channels, groups), channels, eps=1e-6)
+        for name, proj in projections.items():
+            self.add_module(name, proj)
+        self.out = zero_module(nn.Linear(channels, channels))
+
+    def attend_pixels(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        # x: ((b f), c, h, w); q: ((b f), heads, (h w), d); k, v: ((b f), heads, l, d)
+        out = rearrange(attention(q, k, v, None, self.backend), "n heads l d -> n l (heads d)")
+        return x + rearrange(self.out(out), "n (h w) c -> n c h w", h=x.shape[-2], w=x.shape[-1])
+
+
+class SpatialAttention(Attention):
     """Self-attention over the ``h * w`` positions of each frame (coarse resolutions only)."""
 
     def __init__(self, channels: int, *, head_dim: int = 32, groups: int = 32,
                  backend: str = "sdpa") -> None:
-        super().__init__()
-        self.heads = max(1, channels // head_dim)
-        self.backend = backend
-        self.norm = nn.GroupNorm(num_groups(channels, groups), channels, eps=1e-6)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.out = zero_module(nn.Linear(channels, channels))
+        super().__init__(channels, head_dim=head_dim, groups=groups, backend=backend,
+                         qkv=nn.Linear(channels, 3 * channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")
-        q, k, v = rearrange(self.qkv(tokens), "n l (three heads d) -> three n heads l d", three=3,
+        pixels = rearrange(self.norm(x), "n c h w -> n (h w) c")
+        q, k, v = rearrange(self.qkv(pixels), "n l (three heads d) -> three n heads l d", three=3,
                             heads=self.heads)
-        out = rearrange(attention(q, k, v, None, self.backend), "n heads l d -> n l (heads d)")
-        return x + rearrange(self.out(out), "n (h w) c -> n c h w", h=h, w=w)
+        return self.attend_pixels(x, q, k, v)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(Attention):
     """Pixels of each frame attend to that frame's gene tokens: the gene says *what* it wants
-    *where* (the adaptive norm only sets per-channel scale and shift, the same at every pixel).
-    Zero-initialised output, so a fresh layer is the identity."""
+    *where* (the adaptive norm only sets per-channel scale and shift, the same at every pixel)."""
 
     def __init__(self, channels: int, token_dim: int, *, head_dim: int = 32, groups: int = 32,
                  backend: str = "sdpa") -> None:
-        super().__init__()
-        self.heads = max(1, channels // head_dim)
-        self.backend = backend
-        self.norm = nn.GroupNorm(num_groups(channels, groups), channels, eps=1e-6)
-        self.q = nn.Linear(channels, channels)
-        self.kv = nn.Linear(token_dim, 2 * channels)
-        self.out = zero_module(nn.Linear(channels, channels))
+        super().__init__(channels, head_dim=head_dim, groups=groups, backend=backend,
+                         q=nn.Linear(channels, channels), kv=nn.Linear(token_dim, 2 * channels))
 
     def forward(self, x: Tensor, tokens: Tensor) -> Tensor:
         # x: ((b f), c, h, w); tokens: ((b f), n, d)
-        h, w = x.shape[-2:]
         q = rearrange(self.q(rearrange(self.norm(x), "n c h w -> n (h w) c")),
                       "n l (heads d) -> n heads l d", heads=self.heads)
         k, v = rearrange(self.kv(tokens), "n t (two heads d) -> two n heads t d", two=2,
                          heads=self.heads)
-        out = rearrange(attention(q, k, v, None, self.backend), "n heads l d -> n l (heads d)")
-        return x + rearrange(self.out(out), "n (h w) c -> n c h w", h=h, w=w)
+        return self.attend_pixels(x, q, k, v)
 
 
-class TemporalAttention(nn.Module):
+class TemporalAttention(Attention):
     """Self-attention across frames at every pixel, with a learned absolute position signal
     from the (continuous) developmental-time embedding; absent frames are masked keys."""
 
     def __init__(self, channels: int, pos_dim: int, *, head_dim: int = 32, groups: int = 32,
                  backend: str = "sdpa") -> None:
-        super().__init__()
-        self.heads = max(1, channels // head_dim)
-        self.backend = backend
-        self.norm = nn.GroupNorm(num_groups(channels, groups), channels, eps=1e-6)
-        self.pos_proj = nn.Linear(pos_dim, channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.out = zero_module(nn.Linear(channels, channels))
+        super().__init__(channels, head_dim=head_dim, groups=groups, backend=backend,
+                         pos_proj=nn.Linear(pos_dim, channels), qkv=nn.Linear(channels, 3 * channels))
 
     def forward(self, x: Tensor, pos: Tensor, key_mask: Tensor | None, num_frames: int) -> Tensor:
         # x: ((b f), c, h, w); pos: ((b f), d); key_mask: (b, 1, 1, f) bool (True = present) | None
@@ -183,13 +192,11 @@ class SpaceTimeLayer(nn.Module):
                  spatial_attention: bool, temporal_attention: bool, head_dim: int, groups: int,
                  dropout: float, backend: str, cross_attention: bool = False) -> None:
         super().__init__()
+        kw = dict(head_dim=head_dim, groups=groups, backend=backend)
         self.resnet = ResBlock(in_channels, out_channels, emb_dim, groups=groups, dropout=dropout)
-        self.spatial = (SpatialAttention(out_channels, head_dim=head_dim, groups=groups,
-                                         backend=backend) if spatial_attention else None)
-        self.cross = (CrossAttention(out_channels, emb_dim, head_dim=head_dim, groups=groups,
-                                     backend=backend) if cross_attention else None)
-        self.temporal = (TemporalAttention(out_channels, emb_dim, head_dim=head_dim, groups=groups,
-                                           backend=backend) if temporal_attention else None)
+        self.spatial = SpatialAttention(out_channels, **kw) if spatial_attention else None
+        self.cross = CrossAttention(out_channels, emb_dim, **kw) if cross_attention else None
+        self.temporal = TemporalAttention(out_channels, emb_dim, **kw) if temporal_attention else None
 
     def forward(self, x: Tensor, emb: Tensor, pos: Tensor, key_mask: Tensor | None,
                 num_frames: int, tokens: Tensor | None = None) -> Tensor:
@@ -219,3 +226,90 @@ class Upsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Conditioning(NamedTuple):
+    """What every :class:`SpaceTimeLayer` reads besides ``x``: ``layer(x, *cond)``."""
+
+    emb: Tensor  # ((b f), d): diffusion time + gene + frame time, for the adaptive norms
+    pos: Tensor  # ((b f), d): frame time, the temporal attention's position signal
+    key_mask: Tensor | None  # (b, 1, 1, f) bool, True = present frame; None = all present
+    num_frames: int
+    tokens: Tensor | None  # ((b f), n, d) gene tokens for cross-attention
+
+
+class LevelBlock(nn.Module):
+    """Base of the per-level modules: ``layers`` (SpaceTimeLayers) run one by one, each under
+    gradient checkpointing once ``enable_gradient_checkpointing`` set ``gradient_checkpointing``
+    (diffusers sets it on every module that has the attribute)."""
+
+    def __init__(self, layers: list[SpaceTimeLayer]) -> None:
+        super().__init__()
+        self.gradient_checkpointing = False
+        self.layers = nn.ModuleList(layers)
+
+    def run(self, layer: nn.Module, x: Tensor, cond: Conditioning) -> Tensor:
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(layer, x, *cond)
+        return layer(x, *cond)
+
+
+class DownBlock(LevelBlock):
+    """A level on the way down: its layers at the level's width, then (all but the coarsest
+    level) a stride-2 downsample. Every layer's output and the downsampled map are skips."""
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, *, num_layers: int,
+                 downsample: bool, **layer_kw) -> None:
+        super().__init__([SpaceTimeLayer(in_channels if j == 0 else out_channels, out_channels,
+                                         emb_dim, **layer_kw) for j in range(num_layers)])
+        self.downsample = Downsample(out_channels) if downsample else None
+
+    def forward(self, x: Tensor, cond: Conditioning) -> tuple[Tensor, list[Tensor]]:
+        skips = []
+        for layer in self.layers:
+            x = self.run(layer, x, cond)  # ((b f), c, h, w)
+            skips.append(x)
+        if self.downsample is not None:
+            x = self.downsample(x)  # ((b f), c, h / 2, w / 2)
+            skips.append(x)
+        return x, skips
+
+
+class MidBlock(LevelBlock):
+    """The coarsest resolution between the paths: a layer with spatial (and, with gene tokens,
+    cross) attention, then a residual layer without attention."""
+
+    def __init__(self, channels: int, emb_dim: int, *, cross_attention: bool, temporal_attention: bool,
+                 **layer_kw) -> None:
+        super().__init__([
+            SpaceTimeLayer(channels, channels, emb_dim, spatial_attention=True,
+                           cross_attention=cross_attention, temporal_attention=temporal_attention,
+                           **layer_kw),
+            SpaceTimeLayer(channels, channels, emb_dim, spatial_attention=False,
+                           temporal_attention=False, **layer_kw),
+        ])
+
+    def forward(self, x: Tensor, cond: Conditioning) -> Tensor:
+        for layer in self.layers:
+            x = self.run(layer, x, cond)  # ((b f), c, h, w)
+        return x
+
+
+class UpBlock(LevelBlock):
+    """A level on the way up: one layer per skip it eats (``skip_channels``, in the order they
+    are popped), then (all but the finest level) a nearest-neighbour 2x upsample."""
+
+    def __init__(self, in_channels: int, skip_channels: list[int], out_channels: int, emb_dim: int,
+                 *, upsample: bool, **layer_kw) -> None:
+        super().__init__([SpaceTimeLayer((in_channels if j == 0 else out_channels) + skip,
+                                         out_channels, emb_dim, **layer_kw)
+                          for j, skip in enumerate(skip_channels)])
+        self.upsample = Upsample(out_channels) if upsample else None
+
+    def forward(self, x: Tensor, skips: list[Tensor], cond: Conditioning) -> Tensor:
+        # skips: the down path's outputs, finest first; this level pops its own off the end
+        for layer in self.layers:
+            x = self.run(layer, torch.cat([x, skips.pop()], dim=1), cond)  # ((b f), c, h, w)
+        if self.upsample is not None:
+            x = self.upsample(x)  # ((b f), c, 2 h, 2 w)
+        return x

@@ -2,7 +2,9 @@
 
 ``MODEL_PRESETS[name]`` holds the ``VideoGeneUNet`` config kwargs except ``num_genes``,
 ``sample_size`` and ``gene_names`` (which come from the dataset; training also passes the
-dataset's ``frame_time_range``); ``configs/<name>.yaml`` mirrors them under ``model:``.
+dataset's ``frame_time_range``). It is the single source: ``configs/<name>.yaml`` only names the
+preset (``model: {preset: <name>}``) plus the fields a run changes, so editing a preset here
+changes what every config builds.
 
 Every preset turns on the gene-identity and in-filling paths (docs/training.md, "Results log:
 the model learns genes"): canvas coordinates as input channels, 4 gene tokens for

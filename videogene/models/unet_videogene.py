@@ -8,6 +8,11 @@ al. 2022). Conditioning = diffusion-time MLP + gene MLP (per example) + developm
 frame), injected by adaptive GroupNorm in every residual block. Normalisation is per frame and
 absent frames are masked keys, so outputs at present frames do not depend on absent frames.
 
+Modules, one per level (diffusers-style): ``conv_in`` -> ``down_blocks[i]`` (level ``i``, finest
+first) -> ``mid_block`` -> ``up_blocks[j]`` (coarsest first) -> ``norm_out``, ``conv_out``;
+state-dict keys read ``down_blocks.1.layers.0.temporal.qkv.weight``. Exports of the older flat
+layout (``down_layers.7...``) load through :func:`remap_legacy_keys`.
+
 Optional (off in a bare config, so exports written before they existed load unchanged; on in
 the presets): canvas coordinates as input channels (``coord_channels``), gene tokens that pixels
 attend to at the coarse levels (``gene_tokens``, ``cross_attention``), a smooth frame-time
@@ -19,6 +24,7 @@ input at context frames is zeroed, so training and sampling see the same thing t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,9 +38,10 @@ from torch import Tensor, nn
 from ..errors import InputError
 from .blocks import (
     ATTENTION_BACKENDS,
-    Downsample,
-    SpaceTimeLayer,
-    Upsample,
+    Conditioning,
+    DownBlock,
+    MidBlock,
+    UpBlock,
     load_xformers,
     mlp,
     num_groups,
@@ -148,7 +155,6 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         cross = tuple(bool(c) and int(gene_tokens) > 0 for c in cross)
         chans = [int(c) for c in block_out_channels]
         emb_dim = int(embed_dim or 4 * chans[0])
-        self.gradient_checkpointing = False
         layer_kw = dict(temporal_attention=temporal_attention, head_dim=attention_head_dim,
                         groups=norm_num_groups, dropout=dropout, backend=attention_backend)
 
@@ -163,46 +169,42 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         self.gene_token_proj = (GeneTokens(gene_embed_dim, emb_dim, gene_tokens) if gene_tokens
                             else None)
 
-        # 3. down path; skip_chans records what each skip connection carries
+        # 3. levels (diffusers-style): down_blocks[i] at level i, then mid_block, then up_blocks
+        #    coarsest first; skip_chans records what each skip connection carries
         extra = int(mask_channel) + 2 * int(coord_channels) + (in_channels + 1) * int(context_channels)
         self.conv_in = nn.Conv2d(in_channels + extra, chans[0], 3, padding=1)
-        self.down_layers = nn.ModuleList()
-        self.downsamplers = nn.ModuleList()
+        self.down_blocks = nn.ModuleList()
         skip_chans, ch = [chans[0]], chans[0]
         for i, out_ch in enumerate(chans):
-            for _ in range(layers_per_block):
-                self.down_layers.append(SpaceTimeLayer(ch, out_ch, emb_dim,
-                                                       spatial_attention=spatial_attention[i],
-                                                       cross_attention=cross[i], **layer_kw))
-                ch = out_ch
-                skip_chans.append(ch)
-            if i < levels - 1:
-                self.downsamplers.append(Downsample(ch))
-                skip_chans.append(ch)
+            self.down_blocks.append(DownBlock(ch, out_ch, emb_dim, num_layers=layers_per_block,
+                                              downsample=i < levels - 1,
+                                              spatial_attention=spatial_attention[i],
+                                              cross_attention=cross[i], **layer_kw))
+            ch = out_ch
+            skip_chans += [ch] * (layers_per_block + int(i < levels - 1))
+        self.mid_block = MidBlock(ch, emb_dim, cross_attention=int(gene_tokens) > 0, **layer_kw)
+        self.up_blocks = nn.ModuleList()
+        for i in reversed(range(levels)):  # one more layer per level, each eats one skip
+            level_skips = [skip_chans.pop() for _ in range(layers_per_block + 1)]
+            self.up_blocks.append(UpBlock(ch, level_skips, chans[i], emb_dim, upsample=i > 0,
+                                          spatial_attention=spatial_attention[i],
+                                          cross_attention=cross[i], **layer_kw))
+            ch = chans[i]
 
-        # 4. middle
-        self.mid_layers = nn.ModuleList([
-            SpaceTimeLayer(ch, ch, emb_dim, spatial_attention=True,
-                           cross_attention=int(gene_tokens) > 0, **layer_kw),
-            SpaceTimeLayer(ch, ch, emb_dim, spatial_attention=False,
-                           **{**layer_kw, "temporal_attention": False}),
-        ])
-
-        # 5. up path (one more layer per level, each eats one skip connection)
-        self.up_layers = nn.ModuleList()
-        self.upsamplers = nn.ModuleList()
-        for i in reversed(range(levels)):
-            for _ in range(layers_per_block + 1):
-                self.up_layers.append(SpaceTimeLayer(ch + skip_chans.pop(), chans[i], emb_dim,
-                                                     spatial_attention=spatial_attention[i],
-                                                     cross_attention=cross[i], **layer_kw))
-                ch = chans[i]
-            if i > 0:
-                self.upsamplers.append(Upsample(ch))
-
-        # 6. output head, zero-initialised: a fresh model predicts 0 everywhere
+        # 4. output head, zero-initialised: a fresh model predicts 0 everywhere
         self.norm_out = nn.GroupNorm(num_groups(ch, norm_num_groups), ch, eps=1e-6)
         self.conv_out = zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
+
+    def _fix_state_dict_keys_on_load(self, state_dict) -> None:
+        # diffusers' from_pretrained renames keys here, before it compares them with the model's
+        remap_legacy_keys(state_dict, self.config.block_out_channels, self.config.layers_per_block)
+        super()._fix_state_dict_keys_on_load(state_dict)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # load_state_dict (plain, or accelerate's load_state) reaches the root module first
+        remap_legacy_keys(state_dict, self.config.block_out_channels, self.config.layers_per_block,
+                          prefix=prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def null_gene_id(self) -> int:
@@ -221,11 +223,6 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         names = list(self.config.gene_names or [str(i) for i in range(self.config.num_genes)])
         table = self.gene_embeddings()
         return names, (table.float().cpu().numpy() if as_numpy else table)
-
-    def _call(self, layer: nn.Module, *args):
-        if torch.is_grad_enabled() and self.gradient_checkpointing:
-            return self._gradient_checkpointing_func(layer, *args)
-        return layer(*args)
 
     def _check_inputs(self, sample: Tensor, gene_ids: Tensor, frame_times: Tensor,
                       frame_mask: Tensor | None, tissue_mask: Tensor | None,
@@ -332,38 +329,63 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             present = frame_mask.to(torch.bool)
             present = present | ~present.any(dim=1, keepdim=True)
             key_mask = rearrange(present, "b f -> b 1 1 f")
+        cond = Conditioning(emb, pos, key_mask, f, tokens)
 
-        # 4. down path
+        # 4. the levels: down (collecting skips), middle, up (eating them)
         x = self.conv_in(x)  # ((b f), c0, h, w)
         skips = [x]
-        layers = iter(self.down_layers)
-        for i in range(len(self.config.block_out_channels)):
-            for _ in range(self.config.layers_per_block):
-                x = self._call(next(layers), x, emb, pos, key_mask, f, tokens)
-                skips.append(x)
-            if i < len(self.downsamplers):
-                x = self.downsamplers[i](x)
-                skips.append(x)
+        for block in self.down_blocks:
+            x, level_skips = block(x, cond)
+            skips += level_skips
+        x = self.mid_block(x, cond)
+        for block in self.up_blocks:
+            x = block(x, skips, cond)
 
-        # 5. middle
-        for layer in self.mid_layers:
-            x = self._call(layer, x, emb, pos, key_mask, f, tokens)
-
-        # 6. up path with skip connections
-        layers = iter(self.up_layers)
-        for i in range(len(self.config.block_out_channels)):
-            for _ in range(self.config.layers_per_block + 1):
-                x = self._call(next(layers), torch.cat([x, skips.pop()], dim=1), emb, pos, key_mask, f,
-                               tokens)
-            if i < len(self.upsamplers):
-                x = self.upsamplers[i](x)
-
-        # 7. output head, frames unfolded
+        # 5. output head, frames unfolded
         x = self.conv_out(nn.functional.silu(self.norm_out(x)))  # ((b f), out, h, w)
         out = rearrange(x, "(b f) c h w -> b c f h w", b=b, f=f)
         if not return_dict:
             return (out,)
         return VideoGeneUNetOutput(sample=out)
+
+
+# Exports written before the per-level modules (videogene <= 883c349) name layers by their place
+# in flat lists: down_layers.7, downsamplers.1, mid_layers.0, up_layers.4, upsamplers.0.
+_LEGACY_KEY = re.compile(r"(down_layers|downsamplers|mid_layers|up_layers|upsamplers)\.(\d+)\.(.+)")
+
+
+def legacy_key(name: str, index: int, levels: int, layers_per_block: int) -> str | None:
+    """Per-level path of entry ``index`` of the old flat list ``name`` (None: no such entry)."""
+    n = layers_per_block + (name == "up_layers")  # layers per level (one more on the way up)
+    size, path = {"down_layers": (levels * n, f"down_blocks.{index // n}.layers.{index % n}"),
+                  "downsamplers": (levels - 1, f"down_blocks.{index}.downsample"),
+                  "mid_layers": (2, f"mid_block.layers.{index}"),
+                  "up_layers": (levels * n, f"up_blocks.{index // n}.layers.{index % n}"),
+                  "upsamplers": (levels - 1, f"up_blocks.{index}.upsample")}[name]
+    return path if index < size else None
+
+
+def remap_legacy_keys(state_dict, block_out_channels, layers_per_block: int, *, prefix: str = "") -> int:
+    """Rename, in place, the old positional keys under ``prefix`` (``down_layers.7.resnet...``)
+    to the per-level ones (``down_blocks.3.layers.1.resnet...``); returns how many were renamed.
+    An old key this config has no place for raises :class:`InputError` (one line)."""
+    levels, renamed = len(block_out_channels), {}
+    for key in list(state_dict):
+        m = _LEGACY_KEY.fullmatch(key[len(prefix):]) if key.startswith(prefix) else None
+        if m is None:
+            continue
+        new = legacy_key(m[1], int(m[2]), levels, int(layers_per_block))
+        if new is None:
+            raise InputError(f"state dict key {key!r}: the old layout of this model config "
+                             f"({levels} levels, layers_per_block={layers_per_block}) has no "
+                             f"{m[1]}.{m[2]}; the weights belong to another config")
+        renamed[key] = f"{prefix}{new}.{m[3]}"
+    if clash := set(renamed.values()) & set(state_dict):
+        raise InputError(f"state dict key {min(clash)!r}: also present in the old positional "
+                         "layout; the state dict mixes two layouts")
+    for old, new in renamed.items():
+        state_dict[new] = state_dict.pop(old)
+    return len(renamed)
 
 
 def expand_frame_times(frame_times, batch_size: int, device=None) -> Tensor:

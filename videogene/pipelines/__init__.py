@@ -3,6 +3,8 @@
 - :class:`VideoGenePipeline` / :class:`VideoGenePipelineOutput`: the diffusers pipeline.
 - :func:`export_pipeline` / :func:`load_pipeline`: the export folder of docs/design.md §5.
 - :func:`generate_trajectories`: sample, save (npz, h5ad) and plot (PNG grid, GIF per gene).
+- :data:`SAMPLERS`, :data:`DEFAULT_SAMPLER`, :data:`DEFAULT_GUIDANCE`: the sampler registry and
+  sampling defaults (:mod:`videogene.pipelines.samplers`, no diffusers import).
 
 Imports are lazy so that ``import videogene.pipelines`` stays cheap.
 """
@@ -19,6 +21,9 @@ _EXPORTS = {
     "load_pipeline": ".loading",
     "resolve_export": ".loading",
     "generate_trajectories": ".generate",
+    "SAMPLERS": ".samplers",
+    "DEFAULT_SAMPLER": ".samplers",
+    "DEFAULT_GUIDANCE": ".samplers",
 }
 
 __all__ = list(_EXPORTS)

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import InputError
 from ..utils import check_output_dir, get_logger
 from .pipeline_videogene import VideoGenePipeline, trajectories_to_anndata
+from .samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, check_sampler, resolve_sampler
 
 logger = get_logger(__name__)
 
@@ -56,8 +57,8 @@ def generate_trajectories(
     *,
     num_samples: int = 4,
     num_inference_steps: int = 25,
-    guidance_scale: float = 2.0,
-    scheduler: str = "dpmsolver++",
+    guidance_scale: float = DEFAULT_GUIDANCE,
+    sampler: str | None = None,
     batch_size: int = 8,
     seed: int = 0,
     use_ema: bool = True,
@@ -65,11 +66,14 @@ def generate_trajectories(
     progress: bool = True,
     context: str = "none",
     dataset=None,
+    scheduler: str | None = None,
 ) -> dict:
     """Generate ``num_samples`` trajectories per gene and write them to ``out_dir``.
 
     ``model``: an export folder, a training output_dir (newest export), a Hub id, or a loaded
     :class:`VideoGenePipeline`. ``timepoints``: any days (None = the training time points).
+    ``sampler``: one of :data:`videogene.pipelines.samplers.SAMPLERS` (default
+    ``DEFAULT_SAMPLER``, ``"dpmsolver++"``); ``scheduler`` is its deprecated former name.
     Deterministic for a given ``seed`` (noise is drawn on the CPU, so also across devices
     up to floating-point differences). ``context="observed"`` fills the requested days from
     the gene's observed frames in ``dataset`` (in-filling; see
@@ -85,6 +89,8 @@ def generate_trajectories(
 
     from ..pl.trajectories import plot_trajectory_grid, safe_filename, save_trajectory_gif
 
+    sampler = check_sampler(resolve_sampler(sampler, scheduler, default=DEFAULT_SAMPLER,
+                                            where="generate_trajectories"))
     if isinstance(genes, (str, int)):
         genes = [genes]
     if context not in ("none", "observed"):
@@ -102,7 +108,7 @@ def generate_trajectories(
 
         pipe = load_pipeline(model, use_ema=use_ema, device=device)
         source = str(pipe.source_dir)
-    pipe.set_sampler(scheduler)
+    pipe.set_sampler(sampler)
     if timepoints is None:
         timepoints = pipe.timepoints
         if not timepoints:
@@ -126,7 +132,7 @@ def generate_trajectories(
     np.savez_compressed(files["npz"], trajectories=traj, mean=mean, genes=np.array(names),
                         timepoints=np.array(timepoints, dtype=np.float64), masks=masks,
                         value_max=np.float32(pipe.value_max))
-    run_info = {"model": source, "sampler": scheduler, "num_inference_steps": num_inference_steps,
+    run_info = {"model": source, "sampler": sampler, "num_inference_steps": num_inference_steps,
                 "guidance_scale": float(guidance_scale), "seed": int(seed), "use_ema": bool(use_ema),
                 "context": context,
                 "value_max": pipe.value_max, "genes": names, "timepoints": timepoints}
@@ -134,7 +140,7 @@ def generate_trajectories(
     trajectories_to_anndata(traj, names, timepoints, masks, uns=run_info).write_h5ad(files["h5ad"])
     files["png"] = out_dir / "trajectories.png"
     title = (f"{len(names)} gene{'s' if len(names) > 1 else ''}, {num_samples} samples, "
-             f"{scheduler} {num_inference_steps} steps, guidance {guidance_scale:g}")
+             f"{sampler} {num_inference_steps} steps, guidance {guidance_scale:g}")
     plot_trajectory_grid(traj, names, timepoints, files["png"], masks=masks, title=title)
     gifs = []
     for gi, name in enumerate(names):

@@ -6,7 +6,8 @@ conditioned on a gene id and on each frame's time, so any float time points can 
 
 The pipeline holds the UNet and the *training* noise schedule (``self.scheduler``, what
 ``save_pretrained`` writes); sampling builds the chosen sampler from that schedule's config:
-``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"``, picked with :meth:`set_sampler` or the
+``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"`` (the registry
+:data:`videogene.pipelines.samplers.SAMPLERS`), picked with :meth:`set_sampler` or the
 ``sampler=`` argument of ``__call__``. The dataset metadata (time points, ``value_max``, slices)
 and tissue masks travel with the pipeline as ``videogene_meta.json`` and ``masks.npy``.
 """
@@ -31,10 +32,10 @@ from ..data.stream import MASKS_NAME, META_NAME, load_masks, load_metadata
 from ..data.units import clip_bound, gene_scales, model_units, to_expression, to_model_units
 from ..errors import InputError
 from ..utils import get_logger
+from .samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SAMPLERS, check_sampler  # noqa: F401 (re-exported)
 
 logger = get_logger(__name__)
 
-SAMPLERS = ("dpmsolver++", "ddim", "ddpm")
 DEFAULT_VALUE_MAX = 9.0
 
 
@@ -55,7 +56,8 @@ class VideoGenePipelineOutput(BaseOutput):
 
 
 def make_sampler(scheduler_config, name: str, *, clip_range: float = 1.0):
-    """Build a sampling scheduler (``dpmsolver++``, ``ddim`` or ``ddpm``) from a training schedule.
+    """Build the sampler ``name`` (one of :data:`SAMPLERS`: ``dpmsolver++``, ``ddim`` or
+    ``ddpm``), a diffusers scheduler, from the config of a training noise schedule.
 
     ``clip_range``: predicted clean samples are clipped to ``[-clip_range, clip_range]`` (the
     data range in model units, ``videogene.data.units.clip_bound``; 1 for ``[-1, 1]`` data)
@@ -77,7 +79,8 @@ def make_sampler(scheduler_config, name: str, *, clip_range: float = 1.0):
                                          clip_sample_range=float(clip_range))
     if name == "ddpm":
         return DDPMScheduler.from_config(scheduler_config, clip_sample_range=float(clip_range))
-    raise InputError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
+    check_sampler(name)
+    raise AssertionError(f"sampler {name!r} is in SAMPLERS but make_sampler cannot build it")
 
 
 def trajectories_to_anndata(trajectories: np.ndarray, genes: Sequence[str], timepoints: Sequence[float],
@@ -149,7 +152,7 @@ class VideoGenePipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler)
         self.meta: dict | None = None
         self.masks: np.ndarray | None = None
-        self.sampler: str = "dpmsolver++"
+        self.sampler: str = DEFAULT_SAMPLER
         self.source_dir: Path | None = None
 
     # ------------------------------------------------------------------ vocabulary and metadata
@@ -193,10 +196,9 @@ class VideoGenePipeline(DiffusionPipeline):
         self.meta, self.masks = meta, masks
 
     def set_sampler(self, name: str) -> VideoGenePipeline:
-        """Choose the sampling algorithm: ``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"``."""
-        if name not in SAMPLERS:
-            raise InputError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
-        self.sampler = name
+        """Choose the sampling algorithm: one of :data:`SAMPLERS` (``"dpmsolver++"``, the
+        default, ``"ddim"`` or ``"ddpm"``)."""
+        self.sampler = check_sampler(name)
         return self
 
     def gene_ids(self, genes: Sequence[str | int] | str | int) -> tuple[list[int], list[str]]:
@@ -347,7 +349,7 @@ class VideoGenePipeline(DiffusionPipeline):
         *,
         num_samples: int = 1,
         num_inference_steps: int = 25,
-        guidance_scale: float = 2.0,
+        guidance_scale: float = DEFAULT_GUIDANCE,
         generator: torch.Generator | None = None,
         output_type: str = "np",
         masks=None,

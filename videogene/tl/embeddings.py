@@ -16,6 +16,7 @@ import difflib
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,43 +200,23 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 4, max_iter: i
            ) -> tuple[np.ndarray, float]:
     """Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007): (labels, inertia).
 
-    Deterministic for a given ``seed``; the best of ``n_init`` starts (lowest inertia) wins.
+    :class:`sklearn.cluster.KMeans`; deterministic for a given ``seed``, the best of
+    ``n_init`` starts (lowest inertia) wins.
     """
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
     x = np.asarray(x, dtype=np.float64)
     n = x.shape[0]
     if not 1 <= k <= n:
         raise InputError(f"kmeans: k={k} must be in 1..{n}")
-    rng = np.random.default_rng(seed)
-    sq = (x * x).sum(axis=1)
-    best: tuple[np.ndarray, float] | None = None
-    for _ in range(n_init):
-        centers = np.empty((k, x.shape[1]))
-        centers[0] = x[rng.integers(n)]
-        d2 = np.maximum(sq - 2 * x @ centers[0] + centers[0] @ centers[0], 0.0)
-        for c in range(1, k):
-            total = d2.sum()
-            j = rng.choice(n, p=d2 / total) if total > 0 else rng.integers(n)
-            centers[c] = x[j]
-            d2 = np.minimum(d2, np.maximum(sq - 2 * x @ centers[c] + centers[c] @ centers[c], 0.0))
-        labels = np.full(n, -1)
-        for _ in range(max_iter):
-            dist = sq[:, None] - 2 * x @ centers.T + (centers * centers).sum(axis=1)[None, :]
-            new = dist.argmin(axis=1)
-            if np.array_equal(new, labels):
-                break
-            labels = new
-            for c in range(k):
-                members = labels == c
-                if members.any():
-                    centers[c] = x[members].mean(axis=0)
-                else:  # empty cluster: restart it at the point farthest from its centre
-                    far = int(dist[np.arange(n), labels].argmax())
-                    centers[c] = x[far]
-        inertia = float(np.maximum(dist[np.arange(n), labels], 0.0).sum())
-        if best is None or inertia < best[1]:
-            best = (labels.copy(), inertia)
-    assert best is not None
-    return best
+    km = KMeans(n_clusters=int(k), init="k-means++", n_init=int(n_init), max_iter=int(max_iter),
+                algorithm="lloyd", random_state=int(seed))
+    with warnings.catch_warnings():
+        # fewer distinct points than k: sklearn warns, and returns fewer than k clusters
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = km.fit_predict(x)
+    return np.asarray(labels, dtype=np.int64), float(km.inertia_)
 
 
 def _kmeans_k_range(n: int) -> list[int]:
@@ -306,29 +287,23 @@ def _cluster(x: np.ndarray, *, n_neighbors: int, seed: int, n_clusters: int | No
 
 # ============================================================================ annotation
 def _pca(x: np.ndarray, n_comps: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores (n, c), explained variance ratio (c,)); a Gram-matrix route when n << features."""
+    """(scores (n, c), explained variance ratio (c,)) by :class:`sklearn.decomposition.PCA`."""
+    from sklearn.decomposition import PCA
+
     x = np.asarray(x, dtype=np.float64)
-    x = x - x.mean(axis=0, keepdims=True)
     n, d = x.shape
     c = max(1, min(n_comps, n - 1 if n > 1 else 1, d))
-    total = float((x * x).sum())
-    if d > 4 * n:
-        gram = x @ x.T
-        evals, evecs = np.linalg.eigh(gram)
-        order = np.argsort(evals)[::-1][:c]
-        evals = np.maximum(evals[order], 0.0)
-        pcs = evecs[:, order] * np.sqrt(evals)[None, :]
-        var = evals
-    else:
-        u, s, _ = np.linalg.svd(x, full_matrices=False)
-        pcs = u[:, :c] * s[:c]
-        var = s[:c] ** 2
-    # Fix signs (largest |loading| positive) so results do not flip between LAPACK builds.
+    centred = x - x.mean(axis=0, keepdims=True)
+    if n < 2 or not float((centred * centred).sum()) > 0:  # nothing to decompose
+        return np.zeros((n, c), dtype=np.float32), np.zeros(c)
+    pca = PCA(n_components=c, svd_solver="full")
+    pcs = pca.fit_transform(x)
+    # Fix signs (largest |score| positive in each component) so that results do not flip
+    # between LAPACK builds or scikit-learn versions.
     signs = np.sign(pcs[np.abs(pcs).argmax(axis=0), np.arange(pcs.shape[1])])
     signs[signs == 0] = 1
     pcs = pcs * signs[None, :]
-    ratio = var / total if total > 0 else np.zeros_like(var)
-    return pcs.astype(np.float32), ratio
+    return pcs.astype(np.float32), np.asarray(pca.explained_variance_ratio_, dtype=np.float64)
 
 
 def _annotate(adata, *, features: _DatasetFeatures | None, meta: Mapping | None,

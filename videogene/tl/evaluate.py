@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ from ..data.holdout import (
     tkey,
 )
 from ..errors import InputError
+from ..pipelines.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SAMPLERS
 from ..pp._spatial import SPATIAL_AMPLITUDE_THRESHOLD
 from ..utils import check_output_dir, get_logger
 from .baselines import (
@@ -156,7 +158,7 @@ _SET_DEFINITIONS = {
                f"{SPATIAL_AMPLITUDE_THRESHOLD:g})",
 }
 
-_SAMPLERS = ("dpmsolver++", "ddim", "ddpm")  # VideoGenePipeline's samplers (no diffusers import)
+_SAMPLERS = SAMPLERS  # the sampler registry, videogene.pipelines.samplers (no diffusers import)
 
 
 def _is_model_method(name: str) -> bool:
@@ -500,7 +502,7 @@ def _is_pipeline(obj) -> bool:
 
 def generate_videos(pipe, genes: Sequence[str], timepoints: Sequence[float], masks: np.ndarray,
                     meta: Mapping, *, num_samples: int = 4, num_inference_steps: int = 25,
-                    guidance_scale: float = 2.0, scheduler: str = "dpmsolver++",
+                    guidance_scale: float = DEFAULT_GUIDANCE, scheduler: str = DEFAULT_SAMPLER,
                     batch_size: int = 8, seed: int = 0, progress: bool = True,
                     context: str = "none", dataset=None) -> dict[str, np.ndarray]:
     """Generate each gene's trajectory over ``timepoints``: ``{gene: (num_samples, T, H, W)}``.
@@ -976,7 +978,8 @@ def _pick_examples(records: Sequence[Mapping], n: int = 4, prefer: set | frozens
 
 # ----------------------------------------------------------------------------- entry point
 def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inference_steps: int = 25,
-                   guidance_scale: float = 2.0, scheduler: str = "dpmsolver++", batch_size: int = 8,
+                   guidance_scale: float = DEFAULT_GUIDANCE, scheduler: str = DEFAULT_SAMPLER,
+                   batch_size: int = 8,
                    max_genes: int | None = None, seed: int = 0, use_ema: bool = True,
                    train_frames: bool = True, infill: bool = True, device=None,
                    progress: bool = True) -> dict:
@@ -1056,6 +1059,17 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     train_fs = (collect_train_frames(dataset, meta, masks, genes, spec, progress=progress)
                 if train_frames else None)
     timepoints = sorted({tkey(t) for t in meta["timepoints"]} | {t for _, t in frames})
+    passes = ["gene only"] + (["in-filled"] if infill and getattr(
+        pipe.unet.config, "context_channels", False) else [])
+    if progress:
+        per_pass = len(genes) * num_samples
+        print(f"[videogene evaluate] {len(genes)} genes ({len(all_genes)} held out"
+              f"{'' if max_genes is None else f', max_genes={max_genes}'}) x {num_samples} "
+              f"samples x {num_inference_steps} steps x {len(passes)} pass(es) "
+              f"({' + '.join(passes)}): {per_pass * len(passes)} videos of {len(timepoints)} "
+              f"frames, {per_pass * len(passes) * num_inference_steps} network calls"
+              f"{' (x2 with guidance)' if guidance_scale > 1 else ''}", file=sys.stderr,
+              flush=True)
     videos = generate_videos(pipe, genes, timepoints, masks, meta, num_samples=num_samples,
                              num_inference_steps=num_inference_steps,
                              guidance_scale=guidance_scale, scheduler=scheduler,

@@ -1,10 +1,13 @@
-"""Scores for gene embeddings and clusterings, in plain NumPy/SciPy (no scikit-learn).
+"""Scores for gene embeddings and clusterings; the standard ones come from scikit-learn.
 
 - :func:`adjusted_rand_index` and :func:`normalized_mutual_info` compare a clustering with
-  known labels (1.0 = identical partitions; ARI ~ 0 for a random one).
-- :func:`knn_precision`: the share of each gene's k nearest neighbours (cosine similarity)
-  that carry the gene's own label, averaged over genes; :func:`knn_precision_chance` is the
-  value expected from a random embedding.
+  known labels (1.0 = identical partitions; ARI ~ 0 for a random one): thin wrappers around
+  :func:`sklearn.metrics.adjusted_rand_score` and
+  :func:`sklearn.metrics.normalized_mutual_info_score` that check their input.
+- :func:`knn_precision`: the share of each gene's k nearest neighbours (cosine similarity,
+  found with :class:`sklearn.neighbors.NearestNeighbors`) that carry the gene's own label,
+  averaged over genes; :func:`knn_precision_chance` is the value expected from a random
+  embedding.
 - :func:`cosine_similarity`, :func:`nearest_neighbors` and :func:`silhouette_score` are the
   building blocks shared with :mod:`videogene.tl.embeddings`.
 """
@@ -14,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from scipy.special import comb
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from sklearn.metrics.cluster import contingency_matrix
+from sklearn.metrics.pairwise import cosine_distances
+from sklearn.neighbors import NearestNeighbors
 
 from ..errors import InputError
 
@@ -37,17 +43,20 @@ def _as_labels(labels, name: str) -> np.ndarray:
     return arr
 
 
-def contingency_table(labels_true: Sequence, labels_pred: Sequence) -> np.ndarray:
-    """Counts ``n[i, j]`` of items with the i-th true class and the j-th predicted cluster."""
+def _paired_labels(labels_true: Sequence, labels_pred: Sequence) -> tuple[np.ndarray, np.ndarray]:
     t = _as_labels(labels_true, "labels_true")
     p = _as_labels(labels_pred, "labels_pred")
     if t.shape[0] != p.shape[0]:
         raise InputError(f"labels_true has {t.shape[0]} items but labels_pred has {p.shape[0]}")
-    _, ti = np.unique(t, return_inverse=True)
-    _, pi = np.unique(p, return_inverse=True)
-    table = np.zeros((ti.max(initial=-1) + 1, pi.max(initial=-1) + 1), dtype=np.int64)
-    np.add.at(table, (ti, pi), 1)
-    return table
+    return t, p
+
+
+def contingency_table(labels_true: Sequence, labels_pred: Sequence) -> np.ndarray:
+    """Counts ``n[i, j]`` of items with the i-th true class and the j-th predicted cluster."""
+    t, p = _paired_labels(labels_true, labels_pred)
+    if t.shape[0] == 0:
+        return np.zeros((0, 0), dtype=np.int64)
+    return np.asarray(contingency_matrix(t, p), dtype=np.int64)
 
 
 def adjusted_rand_index(labels_true: Sequence, labels_pred: Sequence) -> float:
@@ -55,49 +64,27 @@ def adjusted_rand_index(labels_true: Sequence, labels_pred: Sequence) -> float:
 
     1.0 for identical partitions (up to renaming), ~0 in expectation for independent ones,
     negative when the agreement is below chance. Two partitions that are both trivial
-    (one cluster each, or every item alone) score 1.0.
+    (one cluster each, or every item alone) score 1.0. Computed by
+    :func:`sklearn.metrics.adjusted_rand_score`.
     """
-    table = contingency_table(labels_true, labels_pred)
-    n = int(table.sum())
-    if n < 2:
+    t, p = _paired_labels(labels_true, labels_pred)
+    if t.shape[0] < 2:
         return 1.0
-    sum_comb = comb(table, 2).sum()
-    sum_a = comb(table.sum(axis=1), 2).sum()
-    sum_b = comb(table.sum(axis=0), 2).sum()
-    expected = sum_a * sum_b / comb(n, 2)
-    max_index = (sum_a + sum_b) / 2.0
-    if max_index == expected:  # both partitions trivial in the same way
-        return 1.0
-    return float((sum_comb - expected) / (max_index - expected))
-
-
-def _entropy(counts: np.ndarray) -> float:
-    p = counts[counts > 0].astype(np.float64)
-    p /= p.sum()
-    return float(-(p * np.log(p)).sum())
+    return float(adjusted_rand_score(t, p))
 
 
 def normalized_mutual_info(labels_true: Sequence, labels_pred: Sequence) -> float:
     """Mutual information normalised by the arithmetic mean of the two entropies, in [0, 1].
 
-    Same convention as scikit-learn's default (``average_method="arithmetic"``); two
-    single-cluster partitions score 1.0, one single-cluster partition against a real one 0.0.
+    :func:`sklearn.metrics.normalized_mutual_info_score` with its default
+    ``average_method="arithmetic"``; two single-cluster partitions score 1.0, one
+    single-cluster partition against a real one 0.0.
     """
-    table = contingency_table(labels_true, labels_pred)
-    n = table.sum()
-    if n == 0:
+    t, p = _paired_labels(labels_true, labels_pred)
+    if t.shape[0] == 0:
         return 1.0
-    h_true = _entropy(table.sum(axis=1))
-    h_pred = _entropy(table.sum(axis=0))
-    if h_true == 0.0 and h_pred == 0.0:
-        return 1.0
-    nz = table > 0
-    pij = table[nz] / n
-    pi = table.sum(axis=1, keepdims=True) / n
-    pj = table.sum(axis=0, keepdims=True) / n
-    outer = (pi @ pj)[nz]
-    mi = float((pij * np.log(pij / outer)).sum())
-    return float(np.clip(mi / max((h_true + h_pred) / 2.0, np.finfo(float).eps), 0.0, 1.0))
+    nmi = normalized_mutual_info_score(t, p, average_method="arithmetic")
+    return float(np.clip(nmi, 0.0, 1.0))
 
 
 def cosine_similarity(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
@@ -114,18 +101,31 @@ def cosine_similarity(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
 def nearest_neighbors(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most cosine-similar other rows of every row: ``(indices, similarities)``.
 
-    Both ``(n, k)``, most similar first; a row is never its own neighbour. Ties are broken by
-    row order so that the result is deterministic.
+    Both ``(n, k)``, most similar first; a row is never its own neighbour. Found by
+    :class:`sklearn.neighbors.NearestNeighbors` (``metric="cosine"``, brute force); ties are
+    broken by row order so that the result is deterministic.
     """
-    x = np.asarray(x)
+    x = np.asarray(x, dtype=np.float64)
     n = x.shape[0]
     if not 1 <= k <= n - 1:
         raise InputError(f"k={k}: need 1 <= k <= {n - 1} (number of genes - 1)")
-    sim = cosine_similarity(x)
-    np.fill_diagonal(sim, -np.inf)
-    # Stable sort on -sim: equal similarities keep row order.
-    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-    return idx, np.take_along_axis(sim, idx, axis=1)
+    k_q = min(k + 1, n - 1)  # one more: tells whether a tie straddles the k-th neighbour
+    nn = NearestNeighbors(n_neighbors=k_q, metric="cosine", algorithm="brute").fit(x)
+    dist, idx = nn.kneighbors()  # no query points: each row's neighbours exclude itself
+    order = np.lexsort((idx, dist))  # by distance, then row
+    dist = np.take_along_axis(dist, order, axis=1)
+    idx = np.take_along_axis(idx, order, axis=1)
+    if k_q > k:
+        # Rows whose k-th and (k+1)-th neighbours tie may have tied rows of lower index
+        # outside the returned set: rank those rows over all the others.
+        tied = np.flatnonzero(dist[:, k - 1] == dist[:, k])
+        if tied.size:
+            full = cosine_distances(x[tied], x)
+            full[np.arange(tied.size), tied] = np.inf
+            top = np.argsort(full, axis=1, kind="stable")[:, :k]
+            idx[tied, :k] = top
+            dist[tied, :k] = np.take_along_axis(full, top, axis=1)
+    return idx[:, :k], 1.0 - dist[:, :k]
 
 
 def _keep_mask(labels: np.ndarray, exclude: Iterable | None) -> np.ndarray:

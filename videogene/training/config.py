@@ -27,6 +27,7 @@ from ..errors import InputError
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 GENE_SAMPLING = ("uniform", "nnz")
+GENE_EMBEDDING_INITS = ("random", "data")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 LOSS_WEIGHTINGS = ("min_snr", "edm")
 TIMESTEP_SAMPLINGS = ("uniform", "lognormal")
@@ -174,6 +175,8 @@ class TrainConfig:
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
     gene_embedding_lr_scale: float = 1.0  # LR multiplier of the gene table (rows train sparsely)
+    gene_embedding_init: str = "random"  # "random" or "data" (PCA of each gene's training frames)
+    gene_embedding_init_rms: float = 1.0  # "data": root mean square of the starting table
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
     use_ema: bool = True
@@ -216,6 +219,10 @@ class TrainConfig:
                      "dataloader_num_workers"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"config {name}={getattr(self, name)}: must be >= 0")
+        _check_choice("", "gene_embedding_init", self.gene_embedding_init, GENE_EMBEDDING_INITS)
+        if not self.gene_embedding_init_rms > 0:
+            raise InputError(f"config gene_embedding_init_rms={self.gene_embedding_init_rms}: "
+                             "must be > 0")
         if not self.gene_embedding_lr_scale > 0:
             raise InputError(f"config gene_embedding_lr_scale={self.gene_embedding_lr_scale}: "
                              "must be > 0")

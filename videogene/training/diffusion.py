@@ -1,6 +1,15 @@
 """The diffusion objective: DDPM noise schedule, loss weights (min-SNR or EDM), random context
 subsets for in-filling, the masked per-example loss.
 
+The noise schedule built by :func:`make_noise_scheduler` is the one authority of the
+parametrisation: :func:`noise_and_target` (forward diffusion and the regression target, used
+by the training loss and by ``validation.denoising_loss``) and the min-SNR weights read the
+prediction type from ``scheduler.config``, never from the training config.
+
+Random draws: one seeded generator per micro-step (:func:`step_generator`); everything is drawn
+on the batch's device (:func:`generator_on`), so a step neither builds tensors on the host
+nor copies them over, and a resumed run draws the same numbers.
+
 Layout: the stream gives ``video`` as ``(b, f, 1, h, w)``; the model works on ``(b, c, f, h, w)``.
 """
 
@@ -49,6 +58,34 @@ def shifted_betas(alphas_cumprod: torch.Tensor, shift: float) -> list[float]:
     return (1 - new / prev).clamp(0.0, 0.999).tolist()
 
 
+#: prediction types :func:`noise_and_target` knows (the target is the noise, v or the clean sample)
+PREDICTION_TARGETS = ("epsilon", "v_prediction", "sample")
+
+
+def noise_and_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward diffusion and regression target, ``(noisy, target)``, both shaped like ``x0``.
+
+    ``noisy = scheduler.add_noise(x0, noise, timesteps)``; the target is what the model predicts
+    under ``scheduler.config.prediction_type``: ``noise`` (``"epsilon"``), the velocity
+    ``sqrt(abar) noise - sqrt(1 - abar) x0`` (``"v_prediction"``) or ``x0`` (``"sample"``). The
+    scheduler's config is the only place the prediction type is read from: the training loss
+    and the validation loss both come here, and samplers are built from the same config.
+    """
+    prediction_type = scheduler.config.prediction_type
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+    if prediction_type == "v_prediction":
+        target = scheduler.get_velocity(x0, noise, timesteps)
+    elif prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "sample":
+        target = x0
+    else:
+        raise ValueError(f"scheduler prediction_type {prediction_type!r}: expected one of "
+                         f"{', '.join(PREDICTION_TARGETS)}")
+    return noisy, target
+
+
 def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float | None,
                     prediction_type: str) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023), shape ``(b,)``; ones when ``gamma`` is None.
@@ -77,19 +114,24 @@ def edm_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, sigma_data: f
 
 def loss_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, dcfg: DiffusionConfig
                  ) -> torch.Tensor:
-    """Per-example loss weights of ``dcfg.loss_weighting`` (``min_snr`` or ``edm``), ``(b,)``."""
+    """Per-example loss weights of ``dcfg.loss_weighting`` (``min_snr`` or ``edm``), ``(b,)``.
+
+    The min-SNR weights depend on the prediction type, read from ``scheduler.config`` (as in
+    :func:`noise_and_target`)."""
     if dcfg.loss_weighting == "edm":
         return edm_weights(scheduler, timesteps, dcfg.sigma_data)
-    return min_snr_weights(scheduler, timesteps, dcfg.snr_gamma, dcfg.prediction_type)
+    return min_snr_weights(scheduler, timesteps, dcfg.snr_gamma, scheduler.config.prediction_type)
 
 
 def lognormal_timesteps(scheduler: DDPMScheduler, n: int, p_mean: float, p_std: float,
                         generator: torch.Generator) -> torch.Tensor:
     """EDM's noise-level distribution on the discrete schedule: ``ln sigma ~ N(p_mean, p_std)``
-    with ``sigma = sqrt((1 - abar) / abar)``, mapped to the step of nearest ``ln sigma``."""
-    abar = scheduler.alphas_cumprod.double()
+    with ``sigma = sqrt((1 - abar) / abar)``, mapped to the step of nearest ``ln sigma``.
+    Drawn on ``generator``'s device; returns int64 steps there."""
+    device = generator.device
+    abar = scheduler.alphas_cumprod.to(device).double()
     log_sigma = 0.5 * torch.log((1 - abar).clamp_min(1e-20) / abar.clamp_min(1e-20))  # (T,)
-    target = torch.randn(n, generator=generator, dtype=torch.float64) * p_std + p_mean
+    target = torch.randn(n, generator=generator, dtype=torch.float64, device=device) * p_std + p_mean
     return (log_sigma[None] - target[:, None]).abs().argmin(dim=1)
 
 
@@ -99,16 +141,20 @@ def draw_context(frame_present: torch.Tensor, none_prob: float, generator: torch
     diffusion), ``(b, f)`` bool. Per example: no context with probability ``none_prob``
     (gene-only generation, the gene table must carry the gene); otherwise a random non-empty
     proper subset of the present frames, of uniformly drawn size ``1 .. n_present - 1``
-    (examples with fewer than two present frames get none). Drawn on the CPU ``generator``."""
-    present = frame_present.cpu().bool()
+    (examples with fewer than two present frames get none). Drawn on ``frame_present``'s
+    device, from ``generator`` when it is there (else from :func:`generator_on`): no host
+    round trip."""
+    present = frame_present.bool()
+    device = present.device
+    generator = generator_on(generator, device)
     b, f = present.shape
-    use = torch.rand(b, generator=generator) >= none_prob
-    scores = torch.rand(b, f, generator=generator).masked_fill(~present, 2.0)
+    use = torch.rand(b, generator=generator, device=device) >= none_prob
+    scores = torch.rand(b, f, generator=generator, device=device).masked_fill(~present, 2.0)
     rank = scores.argsort(dim=1).argsort(dim=1)  # (b, f) 0 = first in the random order
     n_present = present.sum(dim=1)
-    k = (torch.rand(b, generator=generator) * (n_present - 1).clamp_min(0)).long() + 1  # (b,)
-    ctx = (rank < k[:, None]) & present & (use & (n_present >= 2))[:, None]
-    return ctx.to(frame_present.device)
+    k = (torch.rand(b, generator=generator, device=device)
+         * (n_present - 1).clamp_min(0)).long() + 1  # (b,)
+    return (rank < k[:, None]) & present & (use & (n_present >= 2))[:, None]
 
 
 def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, frame_present: torch.Tensor,
@@ -130,7 +176,11 @@ def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, frame_present: torc
 
 @dataclass
 class StepNoise:
-    """The random draws of one micro-step: all from one generator, so resumes are exact."""
+    """The random draws of one micro-step: all from one generator, so resumes are exact.
+
+    Drawn directly on ``device``: from ``generator`` when it lives there, else from a
+    generator on ``device`` seeded by one draw of ``generator`` (:func:`generator_on`). On the
+    CPU the numbers are those of the CPU generator."""
 
     noise: torch.Tensor  # (b, c, f, h, w)
     timesteps: torch.Tensor  # (b,) int64
@@ -141,23 +191,55 @@ class StepNoise:
              generator: torch.Generator, device: torch.device | str,
              scheduler: DDPMScheduler | None = None, dcfg: DiffusionConfig | None = None
              ) -> StepNoise:
-        # drawn on the CPU generator, then moved: identical on every device type
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        device = torch.device(device)
+        generator = generator_on(generator, device)
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
         if dcfg is not None and dcfg.timestep_sampling == "lognormal":
             timesteps = lognormal_timesteps(scheduler, shape[0], dcfg.p_mean, dcfg.p_std, generator)
         else:
-            timesteps = torch.randint(0, num_train_timesteps, (shape[0],), generator=generator)
-        drop = torch.rand(shape[0], generator=generator) < gene_dropout
-        return cls(noise.to(device), timesteps.to(device), drop.to(device))
+            timesteps = torch.randint(0, num_train_timesteps, (shape[0],), generator=generator,
+                                      device=device)
+        drop = torch.rand(shape[0], generator=generator, device=device) < gene_dropout
+        return cls(noise, timesteps, drop)
 
 
-def step_generator(seed: int, step: int, rank: int, micro_step: int = 0) -> torch.Generator:
-    """A CPU generator seeded by ``(seed, step, rank, micro_step)``."""
-    g = torch.Generator()
+def step_generator(seed: int, step: int, rank: int, micro_step: int = 0, *,
+                   device: torch.device | str | None = None) -> torch.Generator:
+    """A generator seeded by ``(seed, step, rank, micro_step)``, on ``device`` (default CPU).
+
+    A function of the four integers only, so a resumed run draws what the uninterrupted run
+    drew. A CUDA generator draws on the GPU (no host-side tensors, no copies); given a CPU one,
+    :func:`diffusion_loss` derives the device generator with :func:`generator_on`.
+    """
+    g = torch.Generator(device=torch.device("cpu" if device is None else device))
     # distinct 64-bit mix of the four integers (no Python hash(): it is salted per process)
     mixed = (seed * 1_000_003 + step) * 1_000_033 + rank * 65_537 + micro_step
     g.manual_seed(mixed % (2**63 - 1))
     return g
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+
+
+def generator_on(generator: torch.Generator, device: torch.device | str) -> torch.Generator:
+    """``generator`` when it lives on ``device``; else a new generator on ``device`` seeded by one
+    63-bit draw of ``generator`` (which advances it; on a CPU generator no device is touched).
+
+    Deterministic in ``generator``'s state, so per-step seeded CPU generators
+    (:func:`step_generator`) still give exact resumes while the draws themselves happen on the
+    device, as one kernel each instead of a host draw plus a pageable copy.
+    """
+    device = torch.device(device)
+    if _same_device(generator.device, device):
+        return generator
+    seed = torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device)
+    return torch.Generator(device=device).manual_seed(int(seed))
 
 
 def batch_to_model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -174,32 +256,33 @@ def batch_to_model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tensor],
                    dcfg: DiffusionConfig, *, generator: torch.Generator, null_gene_id: int,
-                   context: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+                   context: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One micro-batch of the training objective; returns ``(loss, logs)``.
 
     1. noise, timesteps (uniform or lognormal), null-gene dropout and, with ``context`` (a
     model with context channels), a random clean-context subset of the present frames, all
-    from ``generator``; 2. forward diffusion; 3. target (epsilon or v); 4. model; 5. masked
-    (and tissue-emphasised) MSE per example over the present frames that are not context,
-    times the loss weight (min-SNR or EDM) and the stream's ``sample_weight``, averaged over
-    the batch.
+    from ``generator`` and drawn on the batch's device (:func:`generator_on`); 2.-3. forward
+    diffusion and target (:func:`noise_and_target`: the prediction type of
+    ``scheduler.config``); 4. model; 5. masked (and tissue-emphasised) MSE per example over
+    the present frames that are not context, times the loss weight (min-SNR or EDM) and the
+    stream's ``sample_weight``, averaged over the batch.
+
+    ``logs["mse"]`` is the unweighted batch-mean MSE as a detached 0-d tensor on the device:
+    nothing here reads a value back to the host, so a caller that logs it converts it
+    (``float()`` / ``.item()``) only at its logging steps.
     """
     inp = batch_to_model_inputs(batch)
     x0 = inp["x0"]
-    # 1. random draws
+    # 1. random draws, on the batch's device
+    generator = generator_on(generator, x0.device)
     draws = StepNoise.draw(tuple(x0.shape), scheduler.config.num_train_timesteps, dcfg.gene_dropout,
                            generator, x0.device, scheduler, dcfg)
     ctx_mask = (draw_context(inp["frame_present"], dcfg.context_none_prob, generator)
                 if context else None)
     gene_ids = torch.where(draws.drop_gene, torch.full_like(inp["gene_id"], null_gene_id),
                            inp["gene_id"])
-    # 2. forward diffusion
-    noisy = scheduler.add_noise(x0, draws.noise, draws.timesteps)
-    # 3. target
-    if dcfg.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(x0, draws.noise, draws.timesteps)
-    else:
-        target = draws.noise
+    # 2.-3. forward diffusion and target
+    noisy, target = noise_and_target(scheduler, x0, draws.noise, draws.timesteps)
     # 4. model
     extra = {} if ctx_mask is None else {"context": x0, "context_mask": ctx_mask}
     pred = model(noisy, draws.timesteps, gene_ids=gene_ids, frame_times=inp["frame_times"],
@@ -211,4 +294,4 @@ def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tenso
                               tissue_loss_weight=dcfg.tissue_loss_weight)
     weight = loss_weights(scheduler, draws.timesteps, dcfg)
     loss = (per_example * weight * inp["sample_weight"]).mean()
-    return loss, {"mse": float(per_example.detach().mean())}
+    return loss, {"mse": per_example.detach().mean()}

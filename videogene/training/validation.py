@@ -2,7 +2,8 @@
 
 - :func:`denoising_loss`: plain masked MSE of the model on fixed batches with fixed noise and
   evenly spaced timesteps (no min-SNR, no re-weighting), so that runs with different loss
-  weightings or gene sampling are compared on the same footing.
+  weightings or gene sampling are compared on the same footing. Noisy input and target come
+  from :func:`~videogene.training.diffusion.noise_and_target`, as in the training loss.
 - :func:`sample_grid`: a few genes sampled with :class:`videogene.pipelines.VideoGenePipeline`
   (short DDIM loop), shown under the real videos; returned as an array and saved as PNG.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .diffusion import batch_to_model_inputs, masked_loss
+from .diffusion import batch_to_model_inputs, masked_loss, noise_and_target
 
 
 @torch.no_grad()
@@ -25,7 +26,8 @@ def denoising_loss(model, scheduler, batches: Sequence[dict[str, torch.Tensor]],
     """Mean masked MSE over ``batches`` (stream batches), with deterministic noise.
 
     Timesteps are spread evenly over the schedule (example ``i`` of all examples gets
-    ``(i + 0.5) / n * T``), so the number is stable and comparable between checkpoints.
+    ``(i + 0.5) / n * T``), so the number is stable and comparable between checkpoints. The
+    target follows ``scheduler.config.prediction_type`` (:func:`noise_and_target`).
     With ``per_gene=True`` also returns ``{gene_id: loss}``.
     """
     was_training = model.training
@@ -44,11 +46,7 @@ def denoising_loss(model, scheduler, batches: Sequence[dict[str, torch.Tensor]],
         idx = torch.arange(offset, offset + b, dtype=torch.float64)
         t = ((idx + 0.5) / n_total * num_t).long().clamp_(0, num_t - 1).to(device)
         offset += b
-        noisy = scheduler.add_noise(x0, noise, t)
-        if scheduler.config.prediction_type == "v_prediction":
-            target = scheduler.get_velocity(x0, noise, t)
-        else:
-            target = noise
+        noisy, target = noise_and_target(scheduler, x0, noise, t)
         pred = model(noisy, t, gene_ids=inp["gene_id"], frame_times=inp["frame_times"],
                      frame_mask=inp["frame_present"], tissue_mask=inp["tissue_mask"]).sample
         per_ex = masked_loss(pred, target, frame_present=inp["frame_present"])

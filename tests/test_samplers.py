@@ -1,0 +1,100 @@
+"""The sampler registry (videogene.pipelines.samplers): one list, one set of defaults."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+from videogene.errors import InputError
+from videogene.pipelines.samplers import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    SAMPLERS,
+    check_sampler,
+    resolve_sampler,
+)
+
+
+def test_registry_is_light():
+    code = ("import sys, videogene.pipelines.samplers, videogene.tl.evaluate; "
+            "bad = [m for m in ('diffusers', 'torch') if m in sys.modules]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_everyone_uses_the_registry():
+    import videogene.pipelines as pipelines
+    from videogene.cli import build_parser
+    from videogene.pipelines import pipeline_videogene as pv
+    from videogene.pipelines.generate import generate_trajectories
+    from videogene.tl import evaluate as ev
+
+    assert DEFAULT_SAMPLER in SAMPLERS and DEFAULT_SAMPLER == "dpmsolver++"
+    assert pv.SAMPLERS is SAMPLERS and ev._SAMPLERS is SAMPLERS and pipelines.SAMPLERS is SAMPLERS
+    assert pipelines.DEFAULT_GUIDANCE == DEFAULT_GUIDANCE == 2.0
+    # defaults of every entry point that samples
+    call = inspect.signature(pv.VideoGenePipeline.__call__).parameters
+    assert call["guidance_scale"].default == DEFAULT_GUIDANCE
+    gen = inspect.signature(generate_trajectories).parameters
+    assert gen["guidance_scale"].default == DEFAULT_GUIDANCE
+    for fn in (ev.generate_videos, ev.evaluate_model):
+        params = inspect.signature(fn).parameters
+        assert params["guidance_scale"].default == DEFAULT_GUIDANCE
+        assert params["scheduler"].default == DEFAULT_SAMPLER
+    # the CLI: --scheduler keeps its name; its choices and defaults are the registry's
+    parser = build_parser()
+    for command in ("generate", "evaluate"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        acts = {a.dest: a for a in sub._actions}
+        assert tuple(acts["scheduler"].choices) == SAMPLERS
+        assert acts["scheduler"].default == DEFAULT_SAMPLER
+        assert acts["guidance"].default == DEFAULT_GUIDANCE
+    # a sampler built for every registered name
+    from diffusers import DDPMScheduler
+
+    config = DDPMScheduler(num_train_timesteps=100).config
+    for name in SAMPLERS:
+        assert pv.make_sampler(config, name) is not None
+    with pytest.raises(InputError, match="sampler 'euler': expected one of dpmsolver\\+\\+, ddim"):
+        pv.make_sampler(config, "euler")
+
+
+def test_check_and_resolve():
+    assert check_sampler("ddim") == "ddim"
+    with pytest.raises(InputError, match="scheduler 'x'"):
+        check_sampler("x", what="scheduler")
+    assert resolve_sampler(None, None, default="ddpm") == "ddpm"
+    assert resolve_sampler("ddim", None) == "ddim"
+    with pytest.warns(FutureWarning, match="'scheduler'.*deprecated"):
+        assert resolve_sampler(None, "ddim") == "ddim"
+    with pytest.warns(FutureWarning), pytest.raises(InputError, match="give one of them"):
+        resolve_sampler("ddim", "ddpm")
+
+
+def test_generate_trajectories_sampler_keyword_and_deprecated_alias(tmp_path):
+    from videogene.pipelines import generate_trajectories
+
+    # a bad sampler fails before the model is looked at, under either keyword
+    with pytest.raises(InputError, match="sampler 'euler'"):
+        generate_trajectories(tmp_path / "no-model", ["g"], [10.0], tmp_path / "o", sampler="euler")
+    with pytest.warns(FutureWarning, match="generate_trajectories"), \
+            pytest.raises(InputError, match="sampler 'euler'"):
+        generate_trajectories(tmp_path / "no-model", ["g"], [10.0], tmp_path / "o", scheduler="euler")
+    assert "sampler" in inspect.signature(generate_trajectories).parameters
+
+
+def test_generate_trajectories_deprecated_scheduler_keyword_still_samples(tiny_export_dir, tmp_path):
+    from videogene.pipelines import generate_trajectories, load_pipeline
+
+    pipe = load_pipeline(tiny_export_dir, device="cpu")
+    gene = pipe.gene_names[0]
+    kw = dict(num_samples=1, num_inference_steps=1, progress=False, seed=3)
+    new = generate_trajectories(pipe, [gene], [10.0], tmp_path / "new", sampler="ddim", **kw)
+    with pytest.warns(FutureWarning, match="'scheduler'"):
+        old = generate_trajectories(pipe, [gene], [10.0], tmp_path / "old", scheduler="ddim", **kw)
+    assert new["sampler"] == old["sampler"] == pipe.sampler == "ddim"
+    assert new["mean_expression"] == old["mean_expression"]
