@@ -17,8 +17,8 @@ a small synthetic atlas and reports
 4. on CUDA, every synchronising call of one step with its file:line
    (``torch.cuda.set_sync_debug_mode``);
 5. host-side pieces timed alone: the noise draw on the CPU generator (``StepNoise.draw``), the
-   same draw on the device, the in-filling context draw, EMA per parameter (train.py) and with
-   ``foreach``, one logging event;
+   same draw on the device, the in-filling context draw, EMA with ``foreach`` (the loop) and per
+   parameter (before), one logging event;
 6. a model-only step on one fixed on-device batch (noise already on the device; forward, loss,
    backward, AdamW): the rate the issue asks train.py to reach 90% of.
 """
@@ -46,12 +46,12 @@ PHASE_DOC = {
     "data": "next(batch_stream(loader))",
     "h2d": "to_device(batch) (non_blocking; pinned when CUDA exists)",
     "seed": "step_generator + torch.manual_seed",
-    "loss": "diffusion_loss: CPU draws, forward, masked loss, float(mse)",
+    "loss": "diffusion_loss: draws on the device, forward, masked loss",
     "backward": "accelerator.backward",
     "clip": "accelerator.clip_grad_norm_",
     "optimizer": "AdamW step + zero_grad",
     "lr": "lr_scheduler.step",
-    "ema": "EMAModel.step (per parameter, as train.py)",
+    "ema": "EMAModel.step (foreach, as the training loop)",
     "log": "loss_sum += loss.detach(); every logging_steps reduce().item()",
 }
 LAUNCH_NAMES = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"}
@@ -97,11 +97,11 @@ def setup(args):
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
-    from train import frame_time_range
     from videogene.data import load_metadata
     from videogene.models import VideoGeneUNet, count_parameters, model_from_preset
     from videogene.training.config import load_config
     from videogene.training.diffusion import make_noise_scheduler
+    from videogene.training.loop import frame_time_range
     from videogene.training.optim import build_lr_scheduler, build_optimizer
     from videogene.training.stream import batch_stream, build_dataset, build_loader
     from videogene.utils import set_seed
@@ -124,7 +124,7 @@ def setup(args):
     n_params = count_parameters(model)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
-    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, model_cls=VideoGeneUNet,
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True, model_cls=VideoGeneUNet,
                    model_config=model.config) if cfg.use_ema else None
     optimizer = build_optimizer(model, cfg)
     lr_scheduler = build_lr_scheduler(optimizer, cfg)
@@ -321,15 +321,15 @@ def host_pieces(s: dict, batch: dict, device, reps: int) -> list[dict]:
     present = inp["frame_present"]
     add("draw_context (in-filling subsets)",
         lambda: draw_context(present, dcfg.context_none_prob, step_generator(0, 1, 0)),
-        ".cpu() of frame_present + CPU draws + copy back")
+        "draws on frame_present's device")
     if s["ema"] is not None:
         params = list(s["raw"].parameters())
-        add(f"EMA step, per parameter ({len(params)} tensors, train.py)",
-            lambda: s["ema"].step(params), "EMAModel(foreach=False)")
-        ema_fe = EMAModel(params, decay=cfg.ema_decay, foreach=True)
-        ema_fe.to(device)
-        add("EMA step, foreach (alternative)", lambda: ema_fe.step(params), "EMAModel(foreach=True)")
-        del ema_fe
+        add(f"EMA step, foreach ({len(params)} tensors, the training loop)",
+            lambda: s["ema"].step(params), "EMAModel(foreach=True)")
+        ema_pp = EMAModel(params, decay=cfg.ema_decay, foreach=False)
+        ema_pp.to(device)
+        add("EMA step, per parameter (before)", lambda: ema_pp.step(params), "EMAModel(foreach=False)")
+        del ema_pp
     loss = torch.ones((), device=device)
     acc = s["accelerator"]
     add(f"logging event (reduce + .item(), every {cfg.logging_steps} steps)",

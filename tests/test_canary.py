@@ -1,5 +1,5 @@
 """The memorisation canary (videogene/training/canary.py): the model must learn *which gene asks
-for which layout*, through the real path (prepare_dataset -> train.main -> load_pipeline).
+for which layout*, through the real path (prepare_dataset -> training.loop.main -> load_pipeline).
 
 Eight genes at the same level, each a blob at its own place, five days with the middle one held
 out; the tiny preset with configs/tiny.yaml trains for a few hundred steps on CPU. It guards every

@@ -98,7 +98,7 @@ def test_old_checkpoint_resumes_through_accelerate_load_state(tmp_path):
         (tmp_path / "ckpt" / "model.safetensors").write_bytes(WEIGHTS.read_bytes())  # old keys
         accelerator.load_state(str(tmp_path / "ckpt"))
     finally:
-        AcceleratorState._reset_state(True)  # train.main builds its own in other tests
+        AcceleratorState._reset_state(True)  # the training loop builds its own in other tests
     inputs, want = old_io()
     torch.testing.assert_close(predict(accelerator.unwrap_model(model), inputs), want, atol=0, rtol=0)
 

@@ -168,15 +168,12 @@ class FakeHfApi:
 def _run_in_process(overrides: list[str]) -> dict:
     from accelerate.state import AcceleratorState
 
-    sys.path.insert(0, str(ROOT))
-    try:
-        import train
-    finally:
-        sys.path.remove(str(ROOT))
+    from videogene.training.loop import main
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the CI box is small and shared: one thread is much faster
     try:
-        return train.main(load_config(TINY, overrides))
+        return main(load_config(TINY, overrides))
     finally:
         torch.set_num_threads(threads)
         AcceleratorState._reset_state(True)

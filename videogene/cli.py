@@ -5,9 +5,11 @@
     videogene generate  sample whole time trajectories for genes from a trained model
     videogene evaluate  held-out frames: model vs baselines vs truth
     videogene embed     export and analyse the learned gene embeddings
+    videogene train     train a model (one process; ``accelerate launch train.py`` for several)
     videogene demo      the main job: synth -> prepare -> train -> generate -> evaluate -> embed
 
-Training itself is ``accelerate launch train.py --config configs/<name>.yaml``.
+Training on several GPUs is ``accelerate launch train.py --config configs/<name>.yaml``
+(``train.py`` and ``videogene train`` both run ``videogene.training.loop``).
 Every subcommand is a thin layer over a library function; ``tools/*.py`` call the same ones.
 """
 
@@ -253,11 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="videogene",
         description="Video diffusion models of spatiotemporal gene expression. "
-        "Train with: accelerate launch train.py --config configs/<name>.yaml",
+        "Train with `videogene train --config configs/<name>.yaml` (one process) or "
+        "`accelerate launch train.py --config ...` (several).",
     )
     _add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_args, run) in COMMANDS.items():
+        if name == "generate":  # listed in pipeline order; parsed by training.loop (see main)
+            sub.add_parser("train", help="train a model (videogene train --help)", add_help=False)
         sp = sub.add_parser(name, help=help_text, description=help_text)
         add_args(sp)
         sp.set_defaults(_run=run)
@@ -284,6 +289,11 @@ def _execute(args: argparse.Namespace, name: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # its own parser: KEY=VALUE overrides, --resume, --push_to_hub
+        from .training.loop import cli
+
+        return cli(argv[1:], prog="videogene train")
     args = build_parser().parse_args(argv)
     return _execute(args, f"videogene {args.command}")
 

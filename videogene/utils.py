@@ -98,3 +98,17 @@ def check_output_dir(path, *, name: str = "--out"):
     except OSError as exc:
         raise InputError(f"{name} {p}: cannot write in {probe} ({exc.strerror or exc})") from None
     return p
+
+
+def resource_path(*parts: str):
+    """A file shipped with the package: ``configs/...`` or ``model_cards/...``.
+
+    ``videogene/resources`` links to the repository's ``configs/`` and ``model_cards/`` (one
+    source), and the wheel carries their content, so installed copies find them too.
+    """
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "resources" / Path(*parts)
+    if not path.exists():
+        raise InputError(f"{path}: not found in the installed videogene (reinstall the package)")
+    return path

@@ -18,11 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import InputError
-from .utils import check_output_dir, get_logger
+from .utils import check_output_dir, get_logger, resource_path
 
 logger = get_logger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO_MARKERS = ("Col3a1", "Hba-x", "Sox2", "Ttn", "Afp")
 DEMO_RESOLUTION = 32
 DEMO_HOLDOUT = 12.5
@@ -53,14 +52,12 @@ def _step(out: Path, name: str, settings: dict, fn: Callable[[], dict], *, force
 
 
 def _train(config: Path, dataset: Path, output_dir: Path, overrides: Sequence[str]) -> dict:
-    train_py = ROOT / "train.py"
-    if not train_py.exists():
-        raise InputError(f"{train_py}: train.py not found (run the demo from a videogene checkout)")
-    cmd = [sys.executable, str(train_py), "--config", str(config), f"data.path={dataset}",
-           f"output_dir={output_dir}", *overrides]
+    """``videogene.training.loop`` in a child process (its memory is returned when it ends)."""
+    cmd = [sys.executable, "-m", "videogene.training.loop", "--config", str(config),
+           f"data.path={dataset}", f"output_dir={output_dir}", *overrides]
     logger.info("running %s", " ".join(cmd))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, check=False)
+    proc = subprocess.run(cmd, env=env, check=False)
     if proc.returncode != 0:
         raise InputError(f"training failed (exit {proc.returncode}): {' '.join(cmd)}")
     return {"output_dir": str(output_dir), "command": " ".join(cmd)}
@@ -101,7 +98,7 @@ def run_main_job(out_dir: str | os.PathLike, *, inputs: Sequence[str] | None = N
 
     out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config_path = Path(config) if config else ROOT / "configs" / "tiny.yaml"
+    config_path = Path(config) if config else resource_path("configs", "tiny.yaml")
     if not config_path.exists():
         raise InputError(f"{config_path}: training config not found")
     summary: dict = {"out": str(out)}

@@ -3,7 +3,7 @@
 Eight genes at the same expression level, each a blob at its own place in an egg-shaped tissue
 (a 3 x 3 grid of places without the centre), growing and brightening over five days; one
 slice per day, the middle day held out. Trained through the real path (``prepare_dataset`` ->
-``train.main`` -> ``load_pipeline``), then scored:
+``videogene.training.loop.main`` -> ``load_pipeline``), then scored:
 
 - ``top1``: genes whose generated mean video (over samples, training frames) correlates best
   with their own training video among all eight (chance 1 of 8);
@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from ..utils import resource_path
 
 CANARY_TIMEPOINTS = (10.0, 11.0, 12.0, 13.0, 14.0)
 CANARY_HOLDOUT = 12.0
@@ -100,26 +102,20 @@ CANARY_TRAIN = ["report_to=none", "train_batch_size=8", "logging_steps=50",
 
 def train_canary(data_dir: str | Path, out_dir: str | Path, *, steps: int = 400,
                  overrides=(), config: str | Path | None = None) -> dict:
-    """``train.main`` on the canary dataset (tiny preset unless ``config``/``overrides`` say
+    """``training.loop.main`` on the canary dataset (tiny preset unless ``config``/``overrides`` say
     otherwise); returns the training summary plus ``seconds``."""
-    import sys
 
     from accelerate.state import AcceleratorState
 
     from .config import load_config
 
-    root = Path(__file__).resolve().parents[2]
-    cfg_path = config or root / "configs" / "tiny.yaml"
+    cfg_path = config or resource_path("configs", "tiny.yaml")
     ov = [*CANARY_TRAIN, f"data.path={data_dir}", f"output_dir={out_dir}", f"max_steps={steps}",
           f"checkpointing_steps={steps}", f"validation_steps={steps}", *overrides]
-    sys.path.insert(0, str(root))
-    try:
-        import train
-    finally:
-        sys.path.remove(str(root))
+    from .loop import main
     start = time.perf_counter()
     try:
-        summary = train.main(load_config(cfg_path, ov))
+        summary = main(load_config(cfg_path, ov))
     finally:
         AcceleratorState._reset_state(True)
     return {**summary, "seconds": time.perf_counter() - start}

@@ -98,6 +98,26 @@ def point_export_latest(output_dir: str | Path, target: str | Path) -> Path:
     return link
 
 
+def check_resumable(checkpoint: str | Path) -> None:
+    """One-line error for a checkpoint of the flat-layer model (``down_layers.*`` keys).
+
+    Its weights would load through the model's key remap, but the optimizer and EMA states
+    are stored in parameter order, which changed with the per-level blocks: resuming would
+    fail at the first step or, for same-shape parameters, silently swap moments.
+    """
+    path = Path(checkpoint) / "model.safetensors"
+    if not path.is_file():
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        old = any(k.split(".", 1)[0] in ("down_layers", "up_layers", "mid_layers") for k in f.keys())
+    if old:
+        raise InputError(f"checkpoint {checkpoint}: written by an older videogene (flat layer "
+                         "layout), its optimizer state cannot be resumed; start a new output_dir "
+                         "(its exports still load for sampling)")
+
+
 def _remove(p: Path) -> None:
     if p.is_symlink() or p.is_file():
         p.unlink()

@@ -13,7 +13,7 @@ from ..utils import get_logger
 from .config import TrainConfig
 
 logger = get_logger("training")
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "resources" / "model_cards" / "template.md"
 
 
 def render_model_card(cfg: TrainConfig, meta: Mapping[str, Any], *, step: int,
