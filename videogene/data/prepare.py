@@ -19,13 +19,10 @@ import scipy.sparse as sp
 
 from ..errors import InputError
 from ..utils import check_output_dir, get_logger
+from .meta import DEFAULT_VALUE_MAX as VALUE_MAX  # the format's expression range
+from .meta import FORMAT_VERSION, MASKS_NAME, META_NAME
 
 logger = get_logger("videogene.data.prepare")
-
-FORMAT_VERSION = 1
-VALUE_MAX = 9.0
-META_NAME = "videogene_meta.json"
-MASKS_NAME = "masks.npy"
 
 
 def _parquet_schema():

@@ -5,7 +5,6 @@ The dataset layout and the example dict are fixed in docs/design.md sections 2-3
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,54 +12,21 @@ import numpy as np
 
 from ..errors import InputError
 from ..utils import get_logger
-from .prepare import MASKS_NAME, META_NAME  # the file names prepare writes
+from .meta import MASKS_NAME, DatasetMeta, dataset_file
+from .meta import is_hub_id as _is_hub_id  # noqa: F401  (older imports)
 from .units import gene_scales, model_units, to_model_units, zero_level
 
 logger = get_logger("videogene.data.stream")
 
 
-# ----------------------------------------------------------------------------- locating
-def _is_hub_id(ref: str) -> bool:
-    p = Path(ref)
-    return (not p.exists() and not p.is_absolute() and not ref.startswith((".", "~"))
-            and ref.count("/") == 1 and all(ref.split("/")))
-
-
-def _dataset_file(dataset: str | Path, filename: str) -> Path:
-    """Local path of a dataset file; a Hub dataset id downloads it (cached)."""
-    ref = str(dataset)
-    p = Path(ref).expanduser()
-    if p.is_dir():
-        f = p / filename
-        if not f.exists():
-            raise InputError(f"{p}: no {filename} (not a folder written by `videogene prepare`)")
-        return f
-    if _is_hub_id(ref):
-        from huggingface_hub import hf_hub_download
-
-        try:
-            return Path(hf_hub_download(repo_id=ref, filename=filename, repo_type="dataset"))
-        except Exception as exc:  # noqa: BLE001 - report any Hub failure as one line
-            raise InputError(f"{ref}: cannot download {filename} from the Hub ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:150] if str(exc) else ''})") from None
-    raise InputError(f"{ref}: dataset folder not found")
-
-
-def load_metadata(dataset_dir: str | Path) -> dict:
+def load_metadata(dataset_dir: str | Path) -> DatasetMeta:
     """The dataset's ``videogene_meta.json`` (local folder or Hub dataset id)."""
-    f = _dataset_file(dataset_dir, META_NAME)
-    try:
-        meta = json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{f}: unreadable metadata ({exc})") from None
-    if meta.get("format_version") != 1:
-        raise InputError(f"{f}: format_version {meta.get('format_version')!r}, expected 1")
-    return meta
+    return DatasetMeta.load(dataset_dir)
 
 
 def load_masks(dataset_dir: str | Path) -> np.ndarray:
     """Tissue masks, bool ``(n_slices, H, W)`` in the slice order of ``meta["slices"]``."""
-    f = _dataset_file(dataset_dir, MASKS_NAME)
+    f = dataset_file(dataset_dir, MASKS_NAME)
     return np.load(f).astype(bool)
 
 
@@ -103,8 +69,7 @@ def read_gene_canvases(dataset_dir: str | Path, genes: Sequence[str] | None = No
 
     dataset_dir = Path(dataset_dir)
     meta = load_metadata(dataset_dir)
-    res = int(meta["resolution"])
-    n_slices = len(meta["slices"])
+    res, n_slices = meta.resolution, len(meta.slices)
     files = _shard_files(dataset_dir)
 
     def canvas(idx_list, val_list, sidx):
@@ -122,7 +87,7 @@ def read_gene_canvases(dataset_dir: str | Path, genes: Sequence[str] | None = No
                     yield name, canvas(idx, vals, sidx)
         return
     genes = [str(g) for g in genes]
-    vocab = {g: i for i, g in enumerate(meta["genes"])}
+    vocab = meta.gene_index
     unknown = [g for g in genes if g not in vocab]
     if unknown:
         raise InputError(f"{dataset_dir}: genes not in the dataset: {', '.join(unknown[:5])}")

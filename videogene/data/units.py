@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..utils import get_logger
+from .meta import DEFAULT_VALUE_MAX
 
 logger = get_logger("videogene.data.units")
 
@@ -39,7 +40,6 @@ DEFAULT_MAPPING = "centered"  # measured: docs/training.md, "Model units"
 SIGMA_DATA = 0.5
 GENE_SCALE_QUANTILE = 0.99
 GENE_SCALE_FLOOR = 0.5
-DEFAULT_VALUE_MAX = 9.0
 NEW_KEYS = ("gene_scale", "gene_scale_floor", "gene_scale_rule", "spatial_signal",
             "spatially_variable", "spatial_threshold", "model_units")
 

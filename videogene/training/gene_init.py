@@ -43,10 +43,11 @@ def data_gene_table(dataset_dir: str | Path, dim: int, *, heldout_timepoints: It
     meta = load_metadata(dataset_dir)
     masks = np.asarray(load_masks(dataset_dir), dtype=bool)
     held = {tkey(t) for t in heldout_timepoints}
-    use = np.array([tkey(s["timepoint"]) not in held for s in meta["slices"]])
+    slice_t = np.array([tkey(s["timepoint"]) for s in meta.slices])
+    use = ~np.isin(slice_t, sorted(held))
     pix = masks & use[:, None, None]
     d = int(pix.sum())
-    genes = list(meta["genes"])
+    genes = meta.genes
     width = min(d, SKETCH_DIM)
     proj = None
     if d > SKETCH_DIM:
@@ -54,7 +55,6 @@ def data_gene_table(dataset_dir: str | Path, dim: int, *, heldout_timepoints: It
         proj = (rng.standard_normal((d, width)) / np.sqrt(width)).astype(np.float32)
     x = np.zeros((len(genes), max(width, 1)), dtype=np.float32)
     pos = {g: i for i, g in enumerate(genes)}
-    slice_t = np.array([tkey(s["timepoint"]) for s in meta["slices"]])
     frames: dict[str, list[float]] = {}
     for g, t in heldout_frames:
         frames.setdefault(str(g), []).append(tkey(t))

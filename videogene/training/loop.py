@@ -91,7 +91,6 @@ class Trainer:
         from diffusers.training_utils import EMAModel
 
         from ..data import load_masks, load_metadata
-        from ..data.holdout import holdout_spec
         from ..models import VideoGeneUNet, count_parameters, estimate_flops, model_from_preset
         from . import checkpointing as ckpt
         from .diffusion import make_noise_scheduler
@@ -135,7 +134,7 @@ class Trainer:
             self.data_dir = resolve_dataset_dir(cfg.data.path)
         self.meta, self.masks = load_metadata(self.data_dir), load_masks(self.data_dir)
         meta = self.meta
-        num_frames, side = len(meta["timepoints"]), int(meta["resolution"])
+        num_frames, side = len(meta.timepoints), meta.resolution
         self.loader = build_loader(build_dataset(cfg, self.data_dir, rank=self.rank,
                                                  world_size=self.world),
                                    cfg.train_batch_size, cfg.dataloader_num_workers)
@@ -146,19 +145,19 @@ class Trainer:
                                              cfg.validation.loss_batches)
 
         # 3. model (gene table from the data if asked, on a fresh run), EMA, noise schedule
-        model = model_from_preset(cfg.model.preset, num_genes=len(meta["genes"]), sample_size=side,
-                                  gene_names=list(meta["genes"]), **cfg.model.overrides(),
-                                  frame_time_range=frame_time_range(meta["timepoints"]))
+        model = model_from_preset(cfg.model.preset, num_genes=len(meta.genes), sample_size=side,
+                                  gene_names=meta.genes, **cfg.model.overrides(),
+                                  frame_time_range=frame_time_range(meta.timepoints))
         self.n_params = count_parameters(model)
         if self.is_main:
             flops = estimate_flops(model, num_frames)
             print(f"[train] model preset {cfg.model.preset}: {self.n_params:,} parameters, "
                   f"{flops / 1e9:.3f} GFLOPs forward per example ({3 * flops / 1e9:.3f} per "
-                  f"training example); {len(meta['genes'])} genes, {num_frames} frames of "
+                  f"training example); {len(meta.genes)} genes, {num_frames} frames of "
                   f"{side}x{side}; {self.world} process(es)", flush=True)
         resume_dir = ckpt.resolve_resume(out, cfg.resume_from_checkpoint)
         if cfg.gene_embedding_init == "data" and resume_dir is None:
-            spec = holdout_spec(meta, {"data": {"holdout_timepoints": cfg.data.holdout_timepoints}})
+            spec = meta.holdout_spec({"data": {"holdout_timepoints": cfg.data.holdout_timepoints}})
             init_gene_table(model, self.data_dir, heldout_timepoints=spec["timepoints"],
                             heldout_frames=spec["frames"], rms=cfg.gene_embedding_init_rms,
                             seed=cfg.seed, progress=self.is_main)
@@ -254,7 +253,7 @@ class Trainer:
                               guidance_scale=cfg.validation.guidance_scale, seed=cfg.seed,
                               device=device)
         save_grid_png(grid, self.out / "validation" / f"step-{step}.png", genes=genes,
-                      timepoints=self.meta["timepoints"], has_real=real is not None, step=step)
+                      timepoints=self.meta.timepoints, has_real=real is not None, step=step)
         for tracker in self.accelerator.trackers:
             if tracker.name == "tensorboard":
                 tracker.log_images({"val/samples": grid[None, None]}, step=step, dataformats="NCHW")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..data.meta import resolve_dataset
 from ..errors import InputError
 from ..utils import get_logger
 from .config import TrainConfig
@@ -25,23 +26,8 @@ logger = get_logger("training")
 
 
 def resolve_dataset_dir(path: str) -> Path:
-    """A prepared dataset folder, or a Hub dataset id downloaded with ``snapshot_download``."""
-    if not path:
-        raise InputError("config data.path: not set (a prepared dataset folder or a Hub dataset id)")
-    p = Path(path).expanduser()
-    if p.is_dir():
-        return p
-    if p.exists():
-        raise InputError(f"config data.path={path}: not a folder")
-    if path.count("/") == 1 and not path.startswith((".", "/", "~")):
-        from huggingface_hub import snapshot_download
-
-        try:
-            return Path(snapshot_download(path, repo_type="dataset"))
-        except Exception as exc:  # network, missing repo, auth
-            raise InputError(f"config data.path={path}: no such folder and not downloadable from "
-                             f"the Hugging Face Hub ({type(exc).__name__})") from None
-    raise InputError(f"config data.path={path}: no such folder")
+    """``config data.path``: a prepared dataset folder, or a Hub dataset id (downloaded whole)."""
+    return resolve_dataset(path, name="config data.path")
 
 
 def build_dataset(cfg: TrainConfig, dataset_dir: Path, *, rank: int = 0, world_size: int = 1,

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -163,23 +163,21 @@ def grid_figure(grid: np.ndarray, genes: Sequence[str], timepoints: Sequence[flo
     return fig
 
 
-def validation_genes(cfg, meta: dict, val_batches: list[dict]) -> tuple[list[str], np.ndarray]:
+def validation_genes(cfg, meta: Mapping, val_batches: list[dict]) -> tuple[list[str], np.ndarray]:
     """Genes to sample at validation and their real videos ``(genes, f, h, w)`` in expression
     units (zero where a frame is absent); ``cfg.validation.genes`` or the first batches' genes."""
-    from ..data.units import gene_scales, model_units, to_expression
+    from ..data.meta import DatasetMeta
     from ..errors import InputError
 
-    units = model_units(meta, dataset=cfg.data.path)
-    scales = torch.from_numpy(gene_scales(meta, dataset=cfg.data.path))  # (genes,)
+    meta = DatasetMeta.of(meta, source=cfg.data.path)
     real_by_id = {}
     for b in val_batches:
-        scale = scales[b["gene_id"]][:, None, None, None]  # (b, 1, 1, 1)
-        vids = (to_expression(b["video"][:, :, 0], scale, units)
+        vids = (meta.to_expression(b["video"][:, :, 0], b["gene_id"].numpy())
                 * b["tissue_mask"][:, :, 0]).numpy()  # (b, f, h, w) expression units
         present = b["frame_present"].numpy()
         for gid, v, p in zip(b["gene_id"].tolist(), vids, present):
             real_by_id.setdefault(int(gid), v * p[:, None, None])
-    names = list(meta["genes"])
+    names = meta.genes
     if cfg.validation.genes:
         unknown = [g for g in cfg.validation.genes if g not in names]
         if unknown:
@@ -187,6 +185,6 @@ def validation_genes(cfg, meta: dict, val_batches: list[dict]) -> tuple[list[str
         genes = list(cfg.validation.genes)
     else:
         genes = [names[i] for i in list(real_by_id)[: cfg.validation.num_genes]] or names[:1]
-    shape = (len(meta["timepoints"]), int(meta["resolution"]), int(meta["resolution"]))
+    shape = (len(meta.timepoints), meta.resolution, meta.resolution)
     real = np.stack([real_by_id.get(names.index(g), np.zeros(shape, np.float32)) for g in genes])
     return genes, real
