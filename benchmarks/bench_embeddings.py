@@ -7,7 +7,7 @@
 
 For each data set: prepare it (``videogene.data.prepare_dataset``), train the tiny preset with
 the root ``train.py`` (a subprocess, ``python train.py --config configs/tiny.yaml
-data.path=... output_dir=... max_steps=N``), then ``videogene.tl.analyze_embeddings`` scores
+data.path=... output_dir=... max_steps=N``), then ``videogene.jobs.analyze_embeddings`` scores
 the learned table and ``baseline_embedding`` (PCA of each gene's aligned expression) against
 the same labels:
 
@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     import anndata as ad
 
     from videogene.data.prepare import prepare_dataset
-    from videogene.tl.embeddings import analyze_embeddings, enriched_celltype
+    from videogene.jobs.embed import analyze_embeddings
+    from videogene.tl.embeddings import enriched_celltype
     from videogene.utils import parse_timepoints, setup_logging
 
     setup_logging(0)

@@ -3,7 +3,7 @@
 
 Synthesizes the default atlas (or ``--genes N``), prepares it with an interior time point held
 out (``--holdout 12.5``), trains a preset with ``train.py`` (``accelerate launch`` or plain
-``python``), evaluates the held-out frames (:func:`videogene.tl.evaluate.evaluate_model`) and
+``python``), evaluates the held-out frames (:func:`videogene.jobs.evaluate.evaluate_model`) and
 reports the headline table: the spatially variable genes (``spatial``) scored against the
 noise-free truth, one row per method (median Pearson, RMSE, SSIM) with the model's and the
 baselines' median Pearson on the training frames; then model vs linear interpolation on all
@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     from videogene.data.prepare import prepare_dataset
     from videogene.data.synthetic import SynthConfig, write_atlas
     from videogene.errors import InputError
-    from videogene.tl.evaluate import METHOD_LABELS, evaluate_model
+    from videogene.jobs.evaluate import evaluate_model
+    from videogene.tl.evaluate import METHOD_LABELS
 
     work = Path(a.work or ROOT / "runs" / f"bench_heldout_{a.preset}")
     if a.fresh and work.exists():
@@ -179,7 +180,7 @@ def main(argv=None) -> int:
 
     emb = None
     if not a.no_embed:
-        from videogene.tl.embeddings import analyze_embeddings
+        from videogene.jobs.embed import analyze_embeddings
 
         t0 = time.time()
         emb = analyze_embeddings(train_out, work / "embed", dataset=str(dataset), seed=a.seed,

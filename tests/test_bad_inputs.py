@@ -116,7 +116,7 @@ def test_generate_cuda_without_cuda(tiny_export_dir, tmp_path, capsys):
 
 def test_generate_warns_outside_trained_range(tiny_export_dir, tiny_dataset, tmp_path, caplog):
     from videogene.data import load_metadata
-    from videogene.pipelines import generate_trajectories
+    from videogene.jobs import generate_trajectories
 
     gene = load_metadata(tiny_dataset)["genes"][0]
     with caplog.at_level(logging.WARNING, logger="videogene"):

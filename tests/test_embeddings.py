@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from videogene.errors import InputError
+from videogene.jobs import embed as J
+from videogene.tl import clustering as C
 from videogene.tl import embeddings as E
 from videogene.tl import scores as S
 
@@ -99,8 +101,8 @@ def test_nearest_neighbors_excludes_self_and_validates_k():
 # ----------------------------------------------------------------------------- clustering
 def test_kmeans_recovers_blobs_and_is_deterministic():
     x, labels = _blobs(n_groups=5, per=8, noise=0.1)
-    lab1, inertia1 = E.kmeans(x, 5, seed=3)
-    lab2, inertia2 = E.kmeans(x, 5, seed=3)
+    lab1, inertia1 = C.kmeans(x, 5, seed=3)
+    lab2, inertia2 = C.kmeans(x, 5, seed=3)
     np.testing.assert_array_equal(lab1, lab2)
     assert inertia1 == inertia2
     assert S.adjusted_rand_index(labels, lab1) == pytest.approx(1.0)
@@ -108,7 +110,7 @@ def test_kmeans_recovers_blobs_and_is_deterministic():
 
 def test_cluster_picks_k_by_silhouette():
     x, labels = _blobs(n_groups=4, per=10, noise=0.05)
-    got, desc = E._cluster(x, n_neighbors=10, seed=0, n_clusters=None)
+    got, desc = C._cluster(x, n_neighbors=10, seed=0, n_clusters=None)
     if desc["method"] == "kmeans":
         assert desc["n_clusters"] == 4
         assert "silhouette" in desc["k_rule"]
@@ -306,7 +308,7 @@ def test_analyze_embeddings_writes_every_file(export_dir, tmp_path):
     emb = E.gene_embeddings(export_dir, progress=False)
     queries = [emb.obs_names[0], emb.obs_names[3]]
     out = tmp_path / "embed"
-    res = E.analyze_embeddings(str(export_dir), out, queries=queries, k=4, progress=False)
+    res = J.analyze_embeddings(str(export_dir), out, queries=queries, k=4, progress=False)
     for name in ("embeddings.h5ad", "embeddings.tsv", "neighbors.tsv", "gene_map.png",
                  "cluster_time_heatmap.png", "scores.json", "baseline_embeddings.h5ad",
                  "baseline_gene_map.png"):
@@ -325,5 +327,5 @@ def test_analyze_embeddings_writes_every_file(export_dir, tmp_path):
     back = ad.read_h5ad(out / "embeddings.h5ad")
     np.testing.assert_array_equal(back.X, emb.X)
     with pytest.raises(InputError, match="not in the model's genes"):
-        E.analyze_embeddings(str(export_dir), tmp_path / "bad", queries=["NoSuchGene"],
+        J.analyze_embeddings(str(export_dir), tmp_path / "bad", queries=["NoSuchGene"],
                              progress=False)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from videogene.errors import InputError
+from videogene.jobs import evaluate as jobs_ev
 from videogene.tl import evaluate as ev
+from videogene.tl import heldout as ho
 
 
 def _meta(times=(9.5, 10.5, 11.5, 12.5), genes=("a", "b", "c"), holdout=None):
@@ -21,40 +23,40 @@ def _meta(times=(9.5, 10.5, 11.5, 12.5), genes=("a", "b", "c"), holdout=None):
 # ----------------------------------------------------------------------------- protocol
 def test_holdout_spec_union_and_frames():
     meta = _meta(holdout={"timepoints": [11.5], "frames": [["b", 10.5], ["a", 11.5]]})
-    spec = ev.holdout_spec(meta, {"data": {"holdout_timepoints": [12.5]}})
+    spec = ho.holdout_spec(meta, {"data": {"holdout_timepoints": [12.5]}})
     assert spec["timepoints"] == [11.5, 12.5]
     assert spec["frames"] == [["b", 10.5]]  # (a, 11.5) is covered by the whole time point
     assert "training_config.yaml data.holdout_timepoints" in spec["sources"]
-    frames = ev.heldout_frames(meta, spec=spec)
+    frames = ho.heldout_frames(meta, spec=spec)
     assert frames == [("b", 10.5), ("a", 11.5), ("b", 11.5), ("c", 11.5),
                       ("a", 12.5), ("b", 12.5), ("c", 12.5)]
-    only_frames = ev.heldout_frames(_meta(holdout={"timepoints": [], "frames": [["c", 9.5]]}))
+    only_frames = ho.heldout_frames(_meta(holdout={"timepoints": [], "frames": [["c", 9.5]]}))
     assert only_frames == [("c", 9.5)]
 
 
 def test_heldout_frames_errors():
     with pytest.raises(InputError, match="nothing is held out"):
-        ev.heldout_frames(_meta(), name="dataset X")
+        ho.heldout_frames(_meta(), name="dataset X")
     with pytest.raises(InputError, match="13.5 has no slice"):
-        ev.heldout_frames(_meta(holdout={"timepoints": [13.5], "frames": []}))
+        ho.heldout_frames(_meta(holdout={"timepoints": [13.5], "frames": []}))
     with pytest.raises(InputError, match="gene 'zz'"):
-        ev.heldout_frames(_meta(holdout={"timepoints": [], "frames": [["zz", 9.5]]}))
+        ho.heldout_frames(_meta(holdout={"timepoints": [], "frames": [["zz", 9.5]]}))
 
 
 def test_select_genes_stratified_and_deterministic():
     genes = [f"g{i}" for i in range(20)]
     expr = [0.0] * 12 + [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # 12 silent, 8 expressed
-    pick = ev.select_genes(genes, expr, 8)
-    assert pick == ev.select_genes(genes, expr, 8)
+    pick = ho.select_genes(genes, expr, 8)
+    assert pick == ho.select_genes(genes, expr, 8)
     assert len(pick) == 8
     chosen_expr = [expr[genes.index(g)] for g in pick]
     assert sum(e > 0 for e in chosen_expr) == 6  # at least 75% expressed although only 40% are
     assert 4.0 in chosen_expr and 0.5 in chosen_expr  # both ends of the expressed range
     assert pick == sorted(pick, key=genes.index)
-    assert ev.select_genes(genes, expr, None) == genes
-    assert len(ev.select_genes(genes, [0.0] * 20, 5)) == 5  # nothing expressed: silent ones
+    assert ho.select_genes(genes, expr, None) == genes
+    assert len(ho.select_genes(genes, [0.0] * 20, 5)) == 5  # nothing expressed: silent ones
     with pytest.raises(InputError, match="max_genes"):
-        ev.select_genes(genes, expr, 0)
+        ho.select_genes(genes, expr, 0)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -78,7 +80,7 @@ def evaluated(tmp_path_factory, tiny_dataset_holdout):
     tmp = tmp_path_factory.mktemp("evaluate")
     export = _export(tmp, tiny_dataset_holdout, "export")
     out = tmp / "report"
-    summary = ev.evaluate_model(export, tiny_dataset_holdout, out, num_samples=2,
+    summary = jobs_ev.evaluate_model(export, tiny_dataset_holdout, out, num_samples=2,
                                 num_inference_steps=2, batch_size=48, seed=0, device="cpu",
                                 progress=False)
     return export, out, summary
@@ -207,7 +209,7 @@ def test_gene_sets(tiny_dataset_holdout, tiny_synth_config):
 
     meta = load_metadata(tiny_dataset_holdout)
     genes = list(meta["genes"])
-    sets = ev.gene_sets(meta, genes)
+    sets = ho.gene_sets(meta, genes)
     assert sets["all"] == genes
     assert set(sets["spatial"]) <= set(genes)
     flags = dict(zip(genes, meta["spatially_variable"]))
@@ -219,9 +221,9 @@ def test_gene_sets(tiny_dataset_holdout, tiny_synth_config):
         assert all(kinds[g] == kind for g in members)
     # a subset of genes keeps its order; real data (no synthetic config) has no kind sets
     sub = genes[::-5]
-    assert ev.gene_sets(meta, sub)["all"] == sub
+    assert ho.gene_sets(meta, sub)["all"] == sub
     real = {k: v for k, v in meta.items() if k != "synthetic"}
-    assert set(ev.gene_sets(real, genes)) == {"all", "spatial"}
+    assert set(ho.gene_sets(real, genes)) == {"all", "spatial"}
 
 
 def test_dataset_without_spatially_variable(evaluated, tiny_dataset_holdout, tmp_path):
@@ -235,14 +237,14 @@ def test_dataset_without_spatially_variable(evaluated, tiny_dataset_holdout, tmp
     meta = load_metadata(tiny_dataset_holdout)
     old = {k: v for k, v in meta.items() if k not in ("spatially_variable", "spatial_signal")}
     with pytest.raises(InputError, match="dataset old: .*no 'spatially_variable'.*videogene prepare"):
-        ev.gene_sets(old, meta["genes"], name="dataset old")
+        ho.gene_sets(old, meta["genes"], name="dataset old")
     with pytest.raises(InputError, match="'spatially_variable' has 2 entries"):
-        ev.gene_sets(dict(meta, spatially_variable=[True, False]), meta["genes"])
+        ho.gene_sets(dict(meta, spatially_variable=[True, False]), meta["genes"])
     ds = tmp_path / "old_dataset"
     shutil.copytree(tiny_dataset_holdout, ds)
     (ds / "videogene_meta.json").write_text(json.dumps(old))
-    computed = ev.gene_sets(old, meta["genes"], dataset_dir=ds)
-    recorded = ev.gene_sets(meta, meta["genes"])
+    computed = ho.gene_sets(old, meta["genes"], dataset_dir=ds)
+    recorded = ho.gene_sets(meta, meta["genes"])
     assert set(computed) == set(recorded) and computed["all"] == recorded["all"]
     # the same statistic on the tissue masks instead of the cell-holding pixels: close to the
     # recorded flag, not identical
@@ -250,7 +252,7 @@ def test_dataset_without_spatially_variable(evaluated, tiny_dataset_holdout, tmp
     assert agree <= 0.15 * len(meta["genes"]), (computed["spatial"], recorded["spatial"])
     assert 0 < len(computed["spatial"]) < len(meta["genes"])
     export, _, _ = evaluated
-    res = ev.evaluate_model(export, ds, tmp_path / "o", num_samples=1, num_inference_steps=1,
+    res = jobs_ev.evaluate_model(export, ds, tmp_path / "o", num_samples=1, num_inference_steps=1,
                             batch_size=48, max_genes=8, train_frames=False, device="cpu",
                             progress=False)
     protocol = json.loads((tmp_path / "o" / "metrics.json").read_text())["protocol"]
@@ -272,7 +274,7 @@ def _frame_set(n=6, res=8, seed=0):
         real.append(t + rng.normal(0, 0.3, t.shape))
         linear.append(t + rng.normal(0, 0.1, t.shape))  # close to the truth
         nearest.append(t[::-1] + rng.normal(0, 0.1, t.shape))  # wrong layout
-    fs = ev.FrameSet(frames=frames, real=real, masks=[mask] * n, reference_slices=[0] * n,
+    fs = ho.FrameSet(frames=frames, real=real, masks=[mask] * n, reference_slices=[0] * n,
                      methods={"nearest": nearest, "linear": linear, "truth": truth},
                      interpolated=[True] * n)
     return fs, truth, rng
@@ -308,7 +310,7 @@ def test_scoring_is_generic_in_the_methods(monkeypatch):
     assert h["comparisons"]["model_raw"]["linear"]["rmse"]["win_rate"] == 1.0
     assert h["comparisons"]["model"]["linear"]["pearson"]["outcome"] == "loss"
     assert h["comparisons"]["model"]["nearest"]["rmse"]["outcome"] in ("win", "loss")
-    lines = "\n".join(ev.headline_lines(h))
+    lines = "\n".join(jobs_ev.headline_lines(h))
     assert "model, raw weights vs linear interpolation" in lines and "**loss**" in lines
     # against the real slice (real data): the headline falls back to `all` for an empty set
     real_summary = {"by_gene_set": ev.summarize_gene_sets(records, {"all": sets["all"],
@@ -320,7 +322,7 @@ def test_scoring_is_generic_in_the_methods(monkeypatch):
 
 def test_evaluate_model_deterministic_and_max_genes(evaluated, tiny_dataset_holdout, tmp_path):
     export, out, summary = evaluated
-    again = ev.evaluate_model(export, tiny_dataset_holdout, tmp_path / "r", num_samples=2,
+    again = jobs_ev.evaluate_model(export, tiny_dataset_holdout, tmp_path / "r", num_samples=2,
                               num_inference_steps=1, guidance_scale=1.0, batch_size=20, seed=0,
                               max_genes=10, device="cpu", progress=False)
     assert again["n_genes"] == 10 and again["n_frames"] == 10
@@ -335,16 +337,16 @@ def test_evaluate_model_deterministic_and_max_genes(evaluated, tiny_dataset_hold
 def test_evaluate_model_bad_inputs(evaluated, tiny_dataset_holdout, tiny_dataset, tmp_path):
     export, _, _ = evaluated
     with pytest.raises(InputError, match="no such folder"):
-        ev.evaluate_model(tmp_path / "missing_model", tiny_dataset_holdout, tmp_path / "o")
+        jobs_ev.evaluate_model(tmp_path / "missing_model", tiny_dataset_holdout, tmp_path / "o")
     with pytest.raises(InputError, match="missing_dataset"):
-        ev.evaluate_model(export, tmp_path / "missing_dataset", tmp_path / "o")
+        jobs_ev.evaluate_model(export, tmp_path / "missing_dataset", tmp_path / "o")
     no_holdout = _export(tmp_path, tiny_dataset, "export_no_holdout")
     with pytest.raises(InputError, match="nothing is held out"):
-        ev.evaluate_model(no_holdout, tiny_dataset, tmp_path / "o", device="cpu", progress=False)
+        jobs_ev.evaluate_model(no_holdout, tiny_dataset, tmp_path / "o", device="cpu", progress=False)
     with pytest.raises(InputError, match="--num-samples: must be >= 1"):
-        ev.evaluate_model(export, tiny_dataset_holdout, tmp_path / "o", num_samples=0)
+        jobs_ev.evaluate_model(export, tiny_dataset_holdout, tmp_path / "o", num_samples=0)
     with pytest.raises(InputError, match="scheduler 'euler'"):
-        ev.evaluate_model(export, tiny_dataset_holdout, tmp_path / "o", scheduler="euler")
+        jobs_ev.evaluate_model(export, tiny_dataset_holdout, tmp_path / "o", scheduler="euler")
     assert not (tmp_path / "o").exists()
 
 

@@ -24,7 +24,7 @@ def test_generate_trajectories_one_gene_default_timepoints(export_dir, tiny_data
     import imageio.v3 as iio
 
     from videogene.data import load_metadata
-    from videogene.pipelines import generate_trajectories
+    from videogene.jobs import generate_trajectories
 
     meta = load_metadata(tiny_dataset)
     gene = meta["genes"][2]
@@ -74,7 +74,7 @@ def test_cli_generate_is_deterministic(export_dir, tiny_dataset, tmp_path, capsy
 
 def test_generate_errors(export_dir, tmp_path, capsys):
     from videogene.cli import main
-    from videogene.pipelines import generate_trajectories
+    from videogene.jobs import generate_trajectories
 
     with pytest.raises(InputError, match="not among the model's 48 genes"):
         generate_trajectories(export_dir, ["Gene_does_not_exist"], [10.0], tmp_path, device="cpu")

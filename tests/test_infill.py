@@ -122,7 +122,7 @@ def test_cli_generate_context_observed(tiny_export_dir, tiny_dataset, tmp_path, 
 def test_evaluate_scores_model_infill(tiny_export_dir, tiny_dataset_holdout, tmp_path):
     import json
 
-    from videogene.tl.evaluate import evaluate_model
+    from videogene.jobs.evaluate import evaluate_model
 
     res = evaluate_model(tiny_export_dir, tiny_dataset_holdout, tmp_path / "ev", num_samples=1,
                          num_inference_steps=2, max_genes=4, device="cpu", progress=False,

@@ -29,19 +29,20 @@ def test_registry_is_light():
 def test_everyone_uses_the_registry():
     import videogene.pipelines as pipelines
     from videogene.cli import build_parser
+    from videogene.jobs import evaluate as jobs_ev
+    from videogene.jobs.generate import generate_trajectories
     from videogene.pipelines import pipeline_videogene as pv
-    from videogene.pipelines.generate import generate_trajectories
-    from videogene.tl import evaluate as ev
+    from videogene.tl import heldout as ho
 
     assert DEFAULT_SAMPLER in SAMPLERS and DEFAULT_SAMPLER == "dpmsolver++"
-    assert pv.SAMPLERS is SAMPLERS and ev._SAMPLERS is SAMPLERS and pipelines.SAMPLERS is SAMPLERS
+    assert pv.SAMPLERS is SAMPLERS and jobs_ev._SAMPLERS is SAMPLERS and pipelines.SAMPLERS is SAMPLERS
     assert pipelines.DEFAULT_GUIDANCE == DEFAULT_GUIDANCE == 2.0
     # defaults of every entry point that samples
     call = inspect.signature(pv.VideoGenePipeline.__call__).parameters
     assert call["guidance_scale"].default == DEFAULT_GUIDANCE
     gen = inspect.signature(generate_trajectories).parameters
     assert gen["guidance_scale"].default == DEFAULT_GUIDANCE
-    for fn in (ev.generate_videos, ev.evaluate_model):
+    for fn in (ho.generate_videos, jobs_ev.evaluate_model):
         params = inspect.signature(fn).parameters
         assert params["guidance_scale"].default == DEFAULT_GUIDANCE
         assert params["scheduler"].default == DEFAULT_SAMPLER
@@ -76,7 +77,7 @@ def test_check_and_resolve():
 
 
 def test_generate_trajectories_sampler_keyword_and_deprecated_alias(tmp_path):
-    from videogene.pipelines import generate_trajectories
+    from videogene.jobs import generate_trajectories
 
     # a bad sampler fails before the model is looked at, under either keyword
     with pytest.raises(InputError, match="sampler 'euler'"):
@@ -88,7 +89,8 @@ def test_generate_trajectories_sampler_keyword_and_deprecated_alias(tmp_path):
 
 
 def test_generate_trajectories_deprecated_scheduler_keyword_still_samples(tiny_export_dir, tmp_path):
-    from videogene.pipelines import generate_trajectories, load_pipeline
+    from videogene.jobs import generate_trajectories
+    from videogene.pipelines import load_pipeline
 
     pipe = load_pipeline(tiny_export_dir, device="cpu")
     gene = pipe.gene_names[0]

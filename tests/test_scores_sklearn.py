@@ -10,7 +10,7 @@ import pytest
 from scipy.special import comb
 
 from videogene.errors import InputError
-from videogene.tl import embeddings as E
+from videogene.tl import clustering as C
 from videogene.tl import scores as S
 
 
@@ -149,22 +149,22 @@ def test_knn_precision_matches_brute_force():
 def test_kmeans_labels_inertia_and_validation():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(30, 4))
-    lab, inertia = E.kmeans(x, 3, seed=0)
+    lab, inertia = C.kmeans(x, 3, seed=0)
     assert lab.shape == (30,) and lab.dtype.kind == "i" and set(lab) <= {0, 1, 2}
     centres = np.stack([x[lab == c].mean(axis=0) for c in np.unique(lab)])
     own = centres[np.searchsorted(np.unique(lab), lab)]
     assert inertia == pytest.approx(float(((x - own) ** 2).sum()), rel=1e-9)
     # every point is its own cluster when k == n
-    lab_n, inertia_n = E.kmeans(x[:5], 5, seed=0)
+    lab_n, inertia_n = C.kmeans(x[:5], 5, seed=0)
     assert len(set(lab_n)) == 5 and inertia_n == pytest.approx(0.0, abs=1e-12)
     for bad in (0, 31):
         with pytest.raises(InputError, match="k="):
-            E.kmeans(x, bad)
+            C.kmeans(x, bad)
     # fewer distinct points than k: no warning escapes
     dup = np.repeat(x[:2], 5, axis=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        E.kmeans(dup, 3, seed=0)
+        C.kmeans(dup, 3, seed=0)
 
 
 def _pca_reference(x, c):
@@ -179,7 +179,7 @@ def _pca_reference(x, c):
 def test_pca_matches_svd_with_fixed_signs(shape):
     rng = np.random.default_rng(4)
     x = rng.normal(size=shape) @ np.diag(np.linspace(3, 0.5, shape[1]))
-    pcs, ratio = E._pca(x, 5)
+    pcs, ratio = C._pca(x, 5)
     ref, ref_ratio = _pca_reference(x, 5)
     assert pcs.shape == (shape[0], 5) and pcs.dtype == np.float32
     np.testing.assert_allclose(pcs, ref, rtol=1e-4, atol=1e-4)
@@ -187,16 +187,16 @@ def test_pca_matches_svd_with_fixed_signs(shape):
     # the sign convention: the largest |score| of every component is positive
     assert (pcs[np.abs(pcs).argmax(axis=0), np.arange(5)] > 0).all()
     # flipping the input's sign does not flip the result
-    np.testing.assert_allclose(E._pca(-x, 5)[0], pcs, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(C._pca(-x, 5)[0], pcs, rtol=1e-4, atol=1e-4)
 
 
 def test_pca_caps_components_and_handles_degenerate_input():
     rng = np.random.default_rng(5)
-    pcs, ratio = E._pca(rng.normal(size=(6, 3)), 50)
+    pcs, ratio = C._pca(rng.normal(size=(6, 3)), 50)
     assert pcs.shape == (6, 3) and ratio.sum() == pytest.approx(1.0)
-    pcs, ratio = E._pca(rng.normal(size=(4, 10)), 50)
+    pcs, ratio = C._pca(rng.normal(size=(4, 10)), 50)
     assert pcs.shape == (4, 3) and ratio.sum() == pytest.approx(1.0)
-    pcs, ratio = E._pca(np.ones((5, 3)), 2)  # no variance at all
+    pcs, ratio = C._pca(np.ones((5, 3)), 2)  # no variance at all
     assert pcs.shape == (5, 2) and not pcs.any() and not ratio.any()
-    pcs, ratio = E._pca(np.ones((1, 3)), 2)
+    pcs, ratio = C._pca(np.ones((1, 3)), 2)
     assert pcs.shape == (1, 1) and not pcs.any()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from videogene.workflow import verdict, write_index
+from videogene.jobs.demo import verdict, write_index
 
 
 def _summary(model_p: float, model_r: float, train_p: float, learned: float) -> dict:

@@ -156,7 +156,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_generate(a: argparse.Namespace) -> None:
-    from .pipelines.generate import generate_trajectories
+    from .jobs.generate import generate_trajectories
 
     _print_json(generate_trajectories(
         a.model, a.genes, parse_timepoints(a.timepoints) if a.timepoints else None, a.out,
@@ -181,7 +181,7 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(a: argparse.Namespace) -> None:
-    from .tl.evaluate import evaluate_model
+    from .jobs.evaluate import evaluate_model
 
     _print_json(evaluate_model(
         a.model, a.dataset, a.out, num_samples=a.num_samples, num_inference_steps=a.steps,
@@ -206,7 +206,7 @@ def add_embed_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_embed(a: argparse.Namespace) -> None:
-    from .tl.embeddings import analyze_embeddings
+    from .jobs.embed import analyze_embeddings
 
     _print_json(analyze_embeddings(a.model, a.out, queries=a.queries, dataset=a.dataset, k=a.k,
                                    use_ema=not a.no_ema, seed=a.seed))
@@ -231,7 +231,7 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_demo(a: argparse.Namespace) -> None:
-    from .workflow import run_main_job
+    from .jobs.demo import run_main_job
 
     inputs = [i for i in a.inputs if "=" not in i]
     overrides = [i for i in a.inputs if "=" in i]

@@ -2,9 +2,13 @@
 
 - :class:`VideoGenePipeline` / :class:`VideoGenePipelineOutput`: the diffusers pipeline.
 - :func:`export_pipeline` / :func:`load_pipeline`: the export folder of docs/design.md §5.
-- :func:`generate_trajectories`: sample, save (npz, h5ad) and plot (PNG grid, GIF per gene).
+- :func:`resolve_pipeline`: what every "model or path" argument goes through (a loaded
+  pipeline, an export folder, a training output_dir or a Hub id -> ``(pipe, name)``).
 - :data:`SAMPLERS`, :data:`DEFAULT_SAMPLER`, :data:`DEFAULT_GUIDANCE`: the sampler registry and
   sampling defaults (:mod:`videogene.pipelines.samplers`, no diffusers import).
+
+Writing trajectories to a folder (``videogene generate``) is a job:
+:func:`videogene.jobs.generate_trajectories`.
 
 Imports are lazy so that ``import videogene.pipelines`` stays cheap.
 """
@@ -20,7 +24,7 @@ _EXPORTS = {
     "export_pipeline": ".loading",
     "load_pipeline": ".loading",
     "resolve_export": ".loading",
-    "generate_trajectories": ".generate",
+    "resolve_pipeline": ".loading",
     "SAMPLERS": ".samplers",
     "DEFAULT_SAMPLER": ".samplers",
     "DEFAULT_GUIDANCE": ".samplers",

@@ -2,7 +2,9 @@
 
 ``export_pipeline`` writes what training hands to generation, evaluation and embedding;
 ``load_pipeline`` finds an export from an export folder, a training ``output_dir`` (newest
-``export-<step>``) or a Hugging Face Hub id and returns a ready :class:`VideoGenePipeline`.
+``export-<step>``) or a Hugging Face Hub id and returns a ready :class:`VideoGenePipeline`;
+``resolve_pipeline`` is what every "model or path" argument goes through (a loaded pipeline
+or any of those).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..data.stream import META_NAME
+from ..data.meta import META_NAME, is_hub_id
 from ..errors import InputError
 from ..utils import get_logger
 from .pipeline_videogene import VideoGenePipeline
@@ -40,7 +42,6 @@ def read_training_config(folder: str | os.PathLike | None) -> dict | None:
 
 RAW_SUBFOLDER = "unet_raw"
 _EXPORT_RE = re.compile(r"^export-(\d+)$")
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _unwrap(model):
@@ -149,7 +150,7 @@ def resolve_export(path_or_hub_id) -> Path:
                          "export-<step>/ folders inside)")
     if path.exists():
         raise InputError(f"model {text}: not a folder")
-    if _HUB_ID_RE.match(text) and not text.startswith((".", "~")):
+    if is_hub_id(text):
         from huggingface_hub import snapshot_download
 
         try:
@@ -206,3 +207,31 @@ def load_pipeline(path_or_hub_id, *, use_ema: bool = True, device=None) -> Video
     pipe.set_progress_bar_config(leave=False)
     return pipe
 
+
+def _is_pipeline(obj) -> bool:
+    """A loaded pipeline (duck-typed: a denoiser and a gene vocabulary)."""
+    return not isinstance(obj, (str, os.PathLike)) and hasattr(obj, "unet") and hasattr(
+        obj, "gene_names")
+
+
+def resolve_pipeline(model_or_path, *, use_ema: bool = True, device=None
+                     ) -> tuple[VideoGenePipeline, str]:
+    """The pipeline behind a "model or path" argument, and the name reports give it.
+
+    ``model_or_path``: a loaded :class:`VideoGenePipeline` (returned as it is, on its device),
+    or an export folder, a training output_dir (newest export) or a Hub id, loaded by
+    :func:`load_pipeline` with ``use_ema`` and ``device``. The name is the export folder
+    loaded (the id for a Hub id); for a pipeline passed in its ``source_dir``, else
+    ``"in-memory pipeline"``. Nothing given or another type is an InputError.
+    """
+    if _is_pipeline(model_or_path):
+        source = getattr(model_or_path, "source_dir", None)
+        return model_or_path, str(source) if source else "in-memory pipeline"
+    if model_or_path is None or not str(model_or_path).strip():
+        raise InputError("model: no path given")
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        raise InputError("model_or_path: expected a VideoGenePipeline, an export folder, a training "
+                         f"output_dir or a Hub id, got {type(model_or_path).__name__}")
+    text = str(model_or_path)
+    pipe = load_pipeline(text, use_ema=use_ema, device=device)
+    return pipe, text if is_hub_id(text) else str(pipe.source_dir)

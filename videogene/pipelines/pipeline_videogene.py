@@ -28,7 +28,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolver
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..data.stream import MASKS_NAME, META_NAME, load_masks, load_metadata
+from ..data.meta import MASKS_NAME, META_NAME, is_hub_id
+from ..data.stream import load_masks, load_metadata
 from ..data.units import clip_bound, gene_scales, model_units, to_expression, to_model_units
 from ..errors import InputError
 from ..utils import get_logger
@@ -322,6 +323,8 @@ class VideoGenePipeline(DiffusionPipeline):
         """Load from a local folder or a Hub id; reads ``videogene_meta.json`` and ``masks.npy`` too."""
         folder = Path(str(pretrained_model_name_or_path))
         if not folder.is_dir():
+            if not is_hub_id(str(pretrained_model_name_or_path)):
+                raise InputError(f"model {pretrained_model_name_or_path}: no such folder")
             from huggingface_hub import snapshot_download
 
             hub_keys = ("revision", "cache_dir", "token", "local_files_only")

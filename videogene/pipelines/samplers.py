@@ -1,8 +1,9 @@
-"""The sampler registry: the names of the sampling algorithms and the sampling defaults.
+"""The sampler registry: the names of the sampling algorithms, the sampling defaults and the
+checks of sampling arguments.
 
 One list, imported wherever a sampler is named (``VideoGenePipeline``, ``videogene.cli``,
-``videogene.tl.evaluate``, ``videogene.pipelines.generate``). This module imports nothing
-heavy (no torch, no diffusers), so it is cheap to import from modules that keep diffusers lazy.
+``videogene.tl.heldout``, ``videogene.jobs``). This module imports nothing heavy (no torch,
+no diffusers), so it is cheap to import from modules that keep diffusers lazy.
 
 "Sampler" is the sampling algorithm a pipeline builds from the training noise schedule
 (:func:`videogene.pipelines.pipeline_videogene.make_sampler`); "scheduler" is the noise
@@ -11,7 +12,13 @@ schedule itself (the pipeline's ``scheduler`` component, a diffusers scheduler).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from ..errors import InputError
+from ..utils import get_logger
+
+logger = get_logger(__name__)
 
 #: Sampling algorithms of :class:`~videogene.pipelines.VideoGenePipeline`, default first.
 SAMPLERS: tuple[str, ...] = ("dpmsolver++", "ddim", "ddpm")
@@ -48,3 +55,34 @@ def resolve_sampler(sampler: str | None, scheduler: str | None, *, default: str 
             raise InputError(f"sampler {sampler!r} and scheduler {scheduler!r}: give one of them")
         sampler = scheduler
     return default if sampler is None else sampler
+
+
+def check_sampling_args(*, num_samples: int, num_inference_steps: int, guidance_scale: float,
+                        batch_size: int) -> None:
+    """One-line errors for sampler settings, before a model is loaded."""
+    for name, value in (("--num-samples", num_samples), ("--steps", num_inference_steps),
+                        ("--batch-size", batch_size)):
+        if int(value) < 1:
+            raise InputError(f"{name}: must be >= 1, got {value}")
+    if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+        raise InputError(f"--guidance: must be >= 0 (1 = no guidance), got {guidance_scale}")
+
+
+def warn_outside_trained_range(timepoints: Sequence[float], trained: Sequence[float], *,
+                               source: str) -> list[float]:
+    """Warn (naming the trained range) about days the model can only extrapolate to."""
+    if not trained:
+        return []
+    lo, hi = min(trained), max(trained)
+    if len(trained) == 1:
+        other = [t for t in timepoints if abs(t - lo) > 1e-6]
+        if other:
+            logger.warning("model %s was trained on one time point (E%g): other days (%s) are "
+                           "not interpolated, only extrapolated", source, lo,
+                           ", ".join(f"E{t:g}" for t in other[:5]))
+        return other
+    outside = [t for t in timepoints if t < lo - 1e-6 or t > hi + 1e-6]
+    if outside:
+        logger.warning("days %s lie outside the trained range E%g-E%g of model %s: extrapolated, "
+                       "not interpolated", ", ".join(f"E{t:g}" for t in outside[:5]), lo, hi, source)
+    return outside

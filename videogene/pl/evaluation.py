@@ -1,4 +1,4 @@
-"""Plots of the held-out evaluation (:mod:`videogene.tl.evaluate`).
+"""Plots of the held-out evaluation (:mod:`videogene.jobs.evaluate`).
 
 - :func:`plot_gene_scatter`: per frame (gene), the model's score against the best baseline's,
   one panel per metric (Pearson and RMSE by default), with the diagonal; against the real

@@ -1,5 +1,8 @@
-"""videogene.tl: tools on trained models — gene embeddings, scores and evaluation.
+"""videogene.tl: tools, scanpy-style — arrays, AnnData or a model in, results out, no files.
 
+Gene embeddings (:mod:`.embeddings`, :mod:`.clustering`, :mod:`.scores`) and the held-out
+evaluation (:mod:`.heldout`: the protocol; :mod:`.baselines`, :mod:`.metrics`; :mod:`.evaluate`:
+scoring and summaries). The jobs that write report folders are in :mod:`videogene.jobs`.
 Names are imported lazily so that ``import videogene.tl`` stays cheap.
 """
 
@@ -11,13 +14,20 @@ _EXPORTS = {
     "gene_embeddings": ".embeddings",
     "neighbors": ".embeddings",
     "baseline_embedding": ".embeddings",
-    "analyze_embeddings": ".embeddings",
     "enriched_celltype": ".embeddings",
+    "score_embedding": ".embeddings",
+    "kmeans": ".clustering",
     "adjusted_rand_index": ".scores",
     "normalized_mutual_info": ".scores",
     "knn_precision": ".scores",
-    "evaluate_model": ".evaluate",
-    "score_frames": ".evaluate",
+    "score_frames": ".metrics",
+    "heldout_frames": ".heldout",
+    "gene_sets": ".heldout",
+    "compute_baselines": ".baselines",
+    "score_methods": ".evaluate",
+    "summarize_methods": ".evaluate",
+    "summarize_gene_sets": ".evaluate",
+    "headline": ".evaluate",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,22 +1,24 @@
-"""Gene embeddings: export the learned table, neighbours, clusters, maps and scores.
+"""Gene embeddings: the learned table and a data-only baseline as AnnData, neighbours, scores.
 
 - :func:`gene_embeddings` turns a trained model's gene-embedding table into an AnnData (genes
-  as rows) annotated with data statistics, PCA, a 2-D map and clusters.
+  as rows) annotated with data statistics, PCA, a 2-D map and clusters
+  (:mod:`videogene.tl.clustering`).
 - :func:`baseline_embedding` gives the same treatment to a model-free embedding: PCA of each
   gene's aligned expression over all slices and time points of a prepared dataset.
 - :func:`neighbors` lists the most cosine-similar genes of a gene.
 - :func:`enriched_celltype` labels each gene of an annotated .h5ad with the cell type in which
   it is most enriched (for real data, where no true gene programs exist).
-- :func:`analyze_embeddings` does all of it and writes files (``videogene embed``).
+- :func:`score_embedding` scores an embedding's clusters and neighbours against labels.
+
+The job that does all of it and writes files (``videogene embed``) is
+:func:`videogene.jobs.embed.analyze_embeddings`.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..utils import check_output_dir, get_logger
+from ..utils import get_logger
 from . import scores
+from .clustering import _cluster, _pca
 
 logger = get_logger("videogene.tl.embeddings")
 
@@ -34,8 +37,6 @@ __all__ = [
     "baseline_embedding",
     "neighbors",
     "enriched_celltype",
-    "analyze_embeddings",
-    "kmeans",
     "score_embedding",
 ]
 
@@ -45,18 +46,14 @@ UNINFORMATIVE_LABELS = ("silent",)
 
 # ============================================================================ model / dataset
 def _resolve_model(model_or_path, use_ema: bool) -> tuple[Any, Any, str]:
-    """(unet, pipeline or None, description) from a model, a pipeline or a path / Hub id."""
-    if isinstance(model_or_path, (str, os.PathLike)):
-        from ..pipelines import load_pipeline
-
-        pipe = load_pipeline(str(model_or_path), use_ema=use_ema, device="cpu")
-        return pipe.unet, pipe, str(model_or_path)
-    if hasattr(model_or_path, "unet") and hasattr(model_or_path.unet, "gene_embeddings"):
-        return model_or_path.unet, model_or_path, type(model_or_path).__name__
-    if hasattr(model_or_path, "gene_embeddings"):
+    """(unet, pipeline or None, name): a bare ``VideoGeneUNet`` as it is, anything else through
+    :func:`videogene.pipelines.resolve_pipeline` (a path or Hub id is loaded on the CPU)."""
+    if hasattr(model_or_path, "gene_embeddings") and not hasattr(model_or_path, "unet"):
         return model_or_path, None, type(model_or_path).__name__
-    raise InputError(f"model_or_path: expected a VideoGeneUNet, a VideoGenePipeline or a path/Hub "
-                     f"id, got {type(model_or_path).__name__}")
+    from ..pipelines.loading import resolve_pipeline
+
+    pipe, name = resolve_pipeline(model_or_path, use_ema=use_ema, device="cpu")
+    return pipe.unet, pipe, name
 
 
 def _export_dirs(pipe, path: str | None) -> list[Path]:
@@ -77,7 +74,7 @@ def _export_dirs(pipe, path: str | None) -> list[Path]:
 
 def _dataset_from_export(pipe, path: str | None) -> Path | None:
     """The prepared dataset named by the export's training_config.yaml (``data.path``), if any."""
-    from ..data.stream import META_NAME
+    from ..data.meta import META_NAME
     from ..pipelines.loading import TRAINING_CONFIG, read_training_config
 
     for d in _export_dirs(pipe, path):
@@ -195,117 +192,7 @@ def _synthetic_programs(meta: Mapping, genes: Sequence[str]) -> dict[str, np.nda
             "program_name": table["program_name"].astype(object).to_numpy()}
 
 
-# ============================================================================ clustering
-def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 4, max_iter: int = 100
-           ) -> tuple[np.ndarray, float]:
-    """Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007): (labels, inertia).
-
-    :class:`sklearn.cluster.KMeans`; deterministic for a given ``seed``, the best of
-    ``n_init`` starts (lowest inertia) wins.
-    """
-    from sklearn.cluster import KMeans
-    from sklearn.exceptions import ConvergenceWarning
-
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
-    if not 1 <= k <= n:
-        raise InputError(f"kmeans: k={k} must be in 1..{n}")
-    km = KMeans(n_clusters=int(k), init="k-means++", n_init=int(n_init), max_iter=int(max_iter),
-                algorithm="lloyd", random_state=int(seed))
-    with warnings.catch_warnings():
-        # fewer distinct points than k: sklearn warns, and returns fewer than k clusters
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        labels = km.fit_predict(x)
-    return np.asarray(labels, dtype=np.int64), float(km.inertia_)
-
-
-def _kmeans_k_range(n: int) -> list[int]:
-    """Candidate cluster counts: 2 .. min(2 * sqrt(n / 2), 30, n - 1)."""
-    kmax = min(max(2, int(round(2 * math.sqrt(n / 2)))), 30, n - 1)
-    return list(range(2, kmax + 1))
-
-
-def _cluster(x: np.ndarray, *, n_neighbors: int, seed: int, n_clusters: int | None
-             ) -> tuple[np.ndarray, dict]:
-    """Cluster the rows of ``x`` (cosine geometry); returns (labels as str, description)."""
-    n = x.shape[0]
-    if n < 3:
-        return np.zeros(n, dtype=int).astype(str), {"method": "none", "reason": "fewer than 3 genes"}
-    if n_clusters is None:
-        try:
-            import anndata as ad
-            import leidenalg  # noqa: F401
-            import scanpy as sc
-        except ImportError:
-            pass
-        else:
-            tmp = ad.AnnData(np.asarray(x, dtype=np.float32))
-            sc.pp.neighbors(tmp, n_neighbors=min(n_neighbors, n - 1), use_rep="X",
-                            metric="cosine", random_state=seed)
-            try:  # scanpy >= 1.10 asks for the flavor; 1.9 has no such argument
-                sc.tl.leiden(tmp, random_state=seed, flavor="leidenalg", key_added="cluster")
-            except TypeError:
-                sc.tl.leiden(tmp, random_state=seed, key_added="cluster")
-            labels = tmp.obs["cluster"].astype(str).to_numpy()
-            return labels, {"method": "leiden", "n_neighbors": int(min(n_neighbors, n - 1)),
-                            "resolution": 1.0, "n_clusters": int(len(set(labels)))}
-    # Spherical geometry: k-means on unit vectors matches the cosine neighbours used elsewhere.
-    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    if n_clusters is not None:
-        labels, _ = kmeans(xn, int(n_clusters), seed=seed)
-        desc = {"method": "kmeans", "k_rule": "given", "n_clusters": int(n_clusters)}
-    else:
-        from tqdm.auto import tqdm
-
-        best = None
-        sil_by_k = {}
-        k_range = _kmeans_k_range(n)
-        for k in tqdm(k_range, desc="k-means (choosing k)", unit="k", leave=False,
-                      disable=n < 500):
-            lab, _ = kmeans(xn, k, seed=seed)
-            if len(np.unique(lab)) < 2:
-                continue
-            sil = scores.silhouette_score(xn, lab, metric="cosine")
-            sil_by_k[str(k)] = round(sil, 4)
-            if best is None or sil > best[0]:
-                best = (sil, k, lab)
-        if best is None:
-            labels, k = np.zeros(n, dtype=int), 1
-        else:
-            _, k, labels = best
-        desc = {"method": "kmeans", "n_clusters": int(k),
-                "k_rule": "max cosine silhouette over k = 2..min(2*sqrt(n/2), 30, n-1)",
-                "silhouette": json.dumps(sil_by_k)}
-        logger.info("scanpy/leidenalg not installed: k-means++ clustering, k=%d by silhouette", k)
-    # Renumber clusters by size (0 = largest) so that labels are stable and readable.
-    uniq, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    order = np.argsort(-counts, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return rank[inv].astype(str), desc
-
-
 # ============================================================================ annotation
-def _pca(x: np.ndarray, n_comps: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores (n, c), explained variance ratio (c,)) by :class:`sklearn.decomposition.PCA`."""
-    from sklearn.decomposition import PCA
-
-    x = np.asarray(x, dtype=np.float64)
-    n, d = x.shape
-    c = max(1, min(n_comps, n - 1 if n > 1 else 1, d))
-    centred = x - x.mean(axis=0, keepdims=True)
-    if n < 2 or not float((centred * centred).sum()) > 0:  # nothing to decompose
-        return np.zeros((n, c), dtype=np.float32), np.zeros(c)
-    pca = PCA(n_components=c, svd_solver="full")
-    pcs = pca.fit_transform(x)
-    # Fix signs (largest |score| positive in each component) so that results do not flip
-    # between LAPACK builds or scikit-learn versions.
-    signs = np.sign(pcs[np.abs(pcs).argmax(axis=0), np.arange(pcs.shape[1])])
-    signs[signs == 0] = 1
-    pcs = pcs * signs[None, :]
-    return pcs.astype(np.float32), np.asarray(pca.explained_variance_ratio_, dtype=np.float64)
-
-
 def _annotate(adata, *, features: _DatasetFeatures | None, meta: Mapping | None,
               n_neighbors: int, seed: int, n_clusters: int | None) -> None:
     """Add statistics, truth, PCA, 2-D map and clusters to a genes x dims AnnData in place."""
@@ -386,7 +273,7 @@ def gene_embeddings(model_or_path, *, dataset=None, use_ema: bool = True, n_neig
     """The learned gene-embedding table as an AnnData (genes x embedding dimensions).
 
     ``model_or_path``: a ``VideoGeneUNet``, a ``VideoGenePipeline`` or an export folder /
-    training output_dir / Hub id (read with :func:`videogene.pipelines.load_pipeline`,
+    training output_dir / Hub id (read with :func:`videogene.pipelines.resolve_pipeline`,
     ``use_ema`` picks EMA or raw weights). ``dataset``: the prepared dataset for statistics;
     default the one named by the export's ``training_config.yaml`` (``data.path``) when it is
     present on this machine.
@@ -612,173 +499,10 @@ def score_embedding(emb, labels: Sequence, *, k: int = 10,
     return out
 
 
-# ============================================================================ the whole analysis
-def _write_tsv(adata, path: Path) -> None:
-    x = np.asarray(adata.X)
-    with path.open("w") as fh:
-        fh.write("gene\t" + "\t".join(map(str, adata.var_names)) + "\n")
-        for g, row in zip(adata.obs_names, x, strict=True):
-            fh.write(str(g) + "\t" + "\t".join(f"{v:.6g}" for v in row) + "\n")
+def __getattr__(name: str):
+    # the file-writing job moved to videogene.jobs.embed; the old path keeps working for scripts
+    if name == "analyze_embeddings":
+        from ..jobs.embed import analyze_embeddings
 
-
-def _labels_for(emb, labels: Mapping | None) -> tuple[list | None, str | None]:
-    if labels is not None:
-        return [labels.get(g) for g in emb.obs_names], "given"
-    if "program" in emb.obs:
-        prog = emb.obs["program"]
-        return [None if prog.isna().iloc[i] else int(prog.iloc[i]) for i in range(emb.n_obs)], \
-            "program"
-    return None, None
-
-
-def _exclude_for(emb, label_source: str | None) -> list:
-    """Programs that are 'silent' in the synthetic atlas: uninformative for kNN precision."""
-    if label_source == "program" and "program_kind" in emb.obs:
-        kinds = emb.obs["program_kind"].astype(str).to_numpy()
-        progs = emb.obs["program"]
-        return sorted({str(int(p)) for p, kd in zip(progs, kinds, strict=True)
-                       if kd in UNINFORMATIVE_LABELS and p is not None and p == p})
-    return list(UNINFORMATIVE_LABELS)
-
-
-def _auto_celltype_labels(meta: Mapping | None) -> tuple[dict | None, str | None]:
-    """Enrichment labels from the dataset's source .h5ad files, when they carry ``celltype``."""
-    if not meta:
-        return None, None
-    sources = sorted({s.get("source") for s in meta.get("slices", []) if s.get("source")})
-    if len(sources) != 1 or not Path(sources[0]).is_file():
-        return None, None
-    try:
-        import anndata as ad
-
-        a = ad.read_h5ad(sources[0], backed="r")
-        has = "celltype" in a.obs
-        a.file.close()
-        if not has:
-            return None, None
-        return enriched_celltype(sources[0]), f"enriched celltype ({sources[0]})"
-    except (OSError, KeyError) as exc:
-        logger.warning("could not read cell types from %s: %s", sources[0], exc)
-        return None, None
-
-
-def _score_note(scores: Mapping | None, labels, k: int) -> str | None:
-    """One line under a gene map: kNN precision, ARI and NMI against ``labels``."""
-    if not scores:
-        return None
-    parts = [f"kNN precision@{k} {scores['knn_precision']:.3f} (chance "
-             f"{scores.get('knn_precision_chance', float('nan')):.3f})"]
-    for key, name in (("ari", "ARI"), ("nmi", "NMI")):
-        if scores.get(key) is not None:
-            parts.append(f"{name} {scores[key]:.3f}")
-    return f"against {labels}: " + ", ".join(parts)
-
-
-def analyze_embeddings(model, out_dir, *, queries: Sequence[str] = (), dataset=None, k: int = 10,
-                       use_ema: bool = True, seed: int = 0, labels: Mapping | None = None,
-                       n_neighbors: int = 15, baseline_components: int = 32,
-                       progress: bool = True) -> dict:
-    """Export and analyse a model's gene embeddings; returns a summary dict.
-
-    Writes into ``out_dir``: ``embeddings.h5ad`` (see :func:`gene_embeddings`),
-    ``embeddings.tsv`` (gene + embedding columns), ``neighbors.tsv`` (query, rank, gene,
-    similarity, cluster; when ``queries`` are given), ``gene_map.png`` (the 2-D map coloured
-    by cluster, and by true program when known, queries labelled), ``cluster_time_heatmap.png``
-    (clusters x time points, when a dataset is available) and ``scores.json``. With a dataset
-    the model-free :func:`baseline_embedding` is computed too (``baseline_embeddings.h5ad``) and
-    scored beside the learned one against the true programs (synthetic atlas), ``labels``
-    (gene -> label), or the cell type each gene is most enriched in when the dataset's single
-    source .h5ad has ``obs["celltype"]``.
-    """
-    from ..pl.embeddings import plot_cluster_time_heatmap, plot_gene_map
-
-    out = check_output_dir(out_dir)
-    if int(k) < 1:
-        raise InputError(f"--k: must be >= 1, got {k}")
-    emb, feats = _learned_embeddings(model, dataset=dataset, use_ema=use_ema,
-                                     n_neighbors=n_neighbors, seed=seed, n_clusters=None,
-                                     keep_vectors=True, progress=progress, queries=queries,
-                                     max_k=int(k))
-    out.mkdir(parents=True, exist_ok=True)
-    genes = [str(g) for g in emb.obs_names]
-    query_idx = [_match_gene(q, genes, "the model's genes") for q in queries]
-    files: dict[str, str] = {}
-
-    emb.write_h5ad(out / "embeddings.h5ad")
-    files["embeddings_h5ad"] = str(out / "embeddings.h5ad")
-    _write_tsv(emb, out / "embeddings.tsv")
-    files["embeddings_tsv"] = str(out / "embeddings.tsv")
-    neigh: dict[str, list[str]] = {}
-    if query_idx:
-        import pandas as pd
-
-        frames = []
-        for qi in query_idx:
-            df = neighbors(emb, genes[qi], k=k)
-            df.insert(0, "query", genes[qi])
-            frames.append(df)
-            neigh[genes[qi]] = df["gene"].tolist()
-        pd.concat(frames).to_csv(out / "neighbors.tsv", sep="\t", index=False,
-                                 float_format="%.4f")
-        files["neighbors_tsv"] = str(out / "neighbors.tsv")
-    query_names = [genes[i] for i in query_idx]
-    if "time_profile" in emb.obsm:
-        plot_cluster_time_heatmap(emb, out / "cluster_time_heatmap.png")
-        files["cluster_time_heatmap_png"] = str(out / "cluster_time_heatmap.png")
-
-    report: dict[str, Any] = {"n_genes": int(emb.n_obs), "dim": int(emb.n_vars),
-                              "weights": "ema" if use_ema else "raw",
-                              "map": dict(emb.uns["map"]), "cluster": dict(emb.uns["cluster"])}
-    dataset_dir = emb.uns.get("dataset")
-    base = None
-    if feats is not None:
-        base = _baseline_from_features(feats, n_components=baseline_components, seed=seed,
-                                       n_neighbors=n_neighbors, n_clusters=None)
-        base.write_h5ad(out / "baseline_embeddings.h5ad")
-        files["baseline_h5ad"] = str(out / "baseline_embeddings.h5ad")
-        report["dataset"] = dataset_dir
-    lab, source = _labels_for(emb, labels)
-    if lab is None and dataset_dir:
-        from ..data import load_metadata
-
-        auto, source = _auto_celltype_labels(load_metadata(dataset_dir))
-        if auto is not None:
-            lab = [auto.get(g) for g in genes]
-    if lab is not None:
-        excl = _exclude_for(emb, source)
-        report["labels"] = source
-        report["learned"] = score_embedding(emb, lab, k=k, exclude=excl)
-        if base is not None:
-            bpos = {g: i for i, g in enumerate(base.obs_names)}
-            blab = [None] * base.n_obs
-            for g, v in zip(genes, lab, strict=True):
-                if g in bpos:
-                    blab[bpos[g]] = v
-            report["baseline"] = score_embedding(base, blab, k=k, exclude=excl)
-    # the learned map first; both coloured the same way, each with its score underneath
-    plot_gene_map(emb, out / "gene_map.png", highlight=query_names,
-                  title=f"learned gene embedding ({emb.n_obs} genes)",
-                  note=_score_note(report.get("learned"), report.get("labels"), k))
-    files["gene_map_png"] = str(out / "gene_map.png")
-    if base is not None:
-        plot_gene_map(base, out / "baseline_gene_map.png", highlight=query_names,
-                      title=f"baseline: PCA of expression ({base.n_obs} genes)",
-                      note=_score_note(report.get("baseline"), report.get("labels"), k))
-        files["baseline_gene_map_png"] = str(out / "baseline_gene_map.png")
-    if neigh:
-        report["neighbors"] = neigh
-    (out / "scores.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    files["scores_json"] = str(out / "scores.json")
-    report["files"] = files
-    report["out"] = str(out)
-    return report
-
-
-def _json_default(v):
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return str(v)
+        return analyze_embeddings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

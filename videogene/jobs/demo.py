@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import InputError
-from .utils import check_output_dir, get_logger, resource_path
+from ..errors import InputError
+from ..utils import check_output_dir, get_logger, resource_path
 
 logger = get_logger(__name__)
 
@@ -65,7 +65,7 @@ def _train(config: Path, dataset: Path, output_dir: Path, overrides: Sequence[st
 
 def _pick_genes(dataset: Path, requested: Sequence[str] | None, n: int = 4) -> list[str]:
     """The requested genes, else demo markers present in the data, else the most expressed."""
-    from .data import load_metadata
+    from ..data import load_metadata
 
     vocab = load_metadata(dataset)["genes"]
     if requested:
@@ -90,11 +90,11 @@ def run_main_job(out_dir: str | os.PathLike, *, inputs: Sequence[str] | None = N
     ``time_key``, ``slice_key`` and ``spatial_key`` name the input files' columns as in
     ``videogene prepare``.
     """
-    from .data import load_metadata, prepare_dataset
-    from .data.synthetic import SynthConfig, write_atlas
-    from .pipelines import generate_trajectories
-    from .tl.embeddings import analyze_embeddings
-    from .tl.evaluate import evaluate_model
+    from ..data import load_metadata, prepare_dataset
+    from ..data.synthetic import SynthConfig, write_atlas
+    from .embed import analyze_embeddings
+    from .evaluate import evaluate_model
+    from .generate import generate_trajectories
 
     out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
