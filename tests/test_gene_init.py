@@ -12,7 +12,7 @@ import torch
 
 from videogene.data import load_masks, load_metadata
 from videogene.errors import InputError
-from videogene.training.gene_init import SKETCH_DIM, data_gene_table, init_gene_table
+from videogene.training.gene_init import data_gene_table, init_gene_table
 
 
 @pytest.fixture(scope="module")
@@ -75,18 +75,22 @@ def _knn(table, meta, k=5):
 
 
 def test_sketch_keeps_the_program_structure(programs_dataset, monkeypatch):
-    """Above SKETCH_DIM tissue pixels the vectors are randomly projected first (MOSTA scale:
-    25,000 genes x ~10^5 pixels): the table's neighbours still find the programs."""
-    import videogene.training.gene_init as gi
+    """Above MAX_EXACT_FLOATS (genes x tissue pixels) the vectors are randomly projected first
+    (MOSTA scale: 25,000 genes x ~10^5 pixels): the table's neighbours still find the programs."""
+    import videogene.data.features as F
 
     meta, held = load_metadata(programs_dataset), [11.5]
     exact = _knn(data_gene_table(programs_dataset, 8, heldout_timepoints=held, progress=False),
                  meta)["knn_precision"]
-    assert int(np.asarray(load_masks(programs_dataset), dtype=bool).sum()) > 128 < SKETCH_DIM
-    monkeypatch.setattr(gi, "SKETCH_DIM", 128)
-    sketched = _knn(gi.data_gene_table(programs_dataset, 8, heldout_timepoints=held,
-                                       progress=False), meta)["knn_precision"]
+    n_pix = int(np.asarray(load_masks(programs_dataset), dtype=bool).sum())
+    monkeypatch.setattr(F, "MAX_EXACT_FLOATS", 1000)
+    monkeypatch.setattr(F, "SKETCH_DIM", 128)
+    assert n_pix > 128
+    sketched = _knn(data_gene_table(programs_dataset, 8, heldout_timepoints=held,
+                                    progress=False), meta)["knn_precision"]
     assert sketched >= 0.85 * exact > 0.25, (sketched, exact)
+    vectors = F.PatternVectors(meta, load_masks(programs_dataset), meta.genes)
+    assert vectors.sketched and vectors.x.shape == (len(meta.genes), 128)
 
 
 def test_init_gene_table_copies_rows_and_zeroes_the_null_gene(tiny_dataset_holdout):
@@ -147,3 +151,26 @@ def test_train_entry_points_share_the_parser(entry):
     assert res.stderr.strip().endswith("error: config: unknown key 'max_stepz'; did you mean "
                                        "max_steps, lr_warmup_steps?"), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_baseline_sees_what_the_model_saw(tiny_export_dir, tiny_dataset, tmp_path):
+    """Hold-out rules agree: the baseline's pattern vectors leave out the time points that the
+    model's training config held out, not only the dataset's recorded hold-out."""
+    import shutil
+
+    import yaml
+
+    from videogene.data import load_masks
+    from videogene.tl.embeddings import _learned_embeddings
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_export_dir, run)
+    (run / "export-5" / "training_config.yaml").write_text(
+        yaml.safe_dump({"data": {"holdout_timepoints": [10.5]}}))
+    meta, masks = load_metadata(tiny_dataset), load_masks(tiny_dataset)
+    _, feats = _learned_embeddings(str(run / "export-5"), dataset=str(tiny_dataset), use_ema=True,
+                                   n_neighbors=5, seed=0, n_clusters=2, keep_vectors=True,
+                                   progress=False)
+    assert feats.holdout["timepoints"] == [10.5]
+    kept = [float(s["timepoint"]) != 10.5 for s in meta["slices"]]
+    assert feats.vectors.n_pixels == int(masks[np.array(kept)].sum()) < int(masks.sum())

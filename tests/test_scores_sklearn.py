@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import comb
 
+from videogene.data.features import pca
 from videogene.errors import InputError
 from videogene.tl import clustering as C
 from videogene.tl import scores as S
@@ -179,7 +180,7 @@ def _pca_reference(x, c):
 def test_pca_matches_svd_with_fixed_signs(shape):
     rng = np.random.default_rng(4)
     x = rng.normal(size=shape) @ np.diag(np.linspace(3, 0.5, shape[1]))
-    pcs, ratio = C._pca(x, 5)
+    pcs, ratio = pca(x, 5)
     ref, ref_ratio = _pca_reference(x, 5)
     assert pcs.shape == (shape[0], 5) and pcs.dtype == np.float32
     np.testing.assert_allclose(pcs, ref, rtol=1e-4, atol=1e-4)
@@ -187,16 +188,16 @@ def test_pca_matches_svd_with_fixed_signs(shape):
     # the sign convention: the largest |score| of every component is positive
     assert (pcs[np.abs(pcs).argmax(axis=0), np.arange(5)] > 0).all()
     # flipping the input's sign does not flip the result
-    np.testing.assert_allclose(C._pca(-x, 5)[0], pcs, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(pca(-x, 5)[0], pcs, rtol=1e-4, atol=1e-4)
 
 
 def test_pca_caps_components_and_handles_degenerate_input():
     rng = np.random.default_rng(5)
-    pcs, ratio = C._pca(rng.normal(size=(6, 3)), 50)
+    pcs, ratio = pca(rng.normal(size=(6, 3)), 50)
     assert pcs.shape == (6, 3) and ratio.sum() == pytest.approx(1.0)
-    pcs, ratio = C._pca(rng.normal(size=(4, 10)), 50)
+    pcs, ratio = pca(rng.normal(size=(4, 10)), 50)
     assert pcs.shape == (4, 3) and ratio.sum() == pytest.approx(1.0)
-    pcs, ratio = C._pca(np.ones((5, 3)), 2)  # no variance at all
+    pcs, ratio = pca(np.ones((5, 3)), 2)  # no variance at all
     assert pcs.shape == (5, 2) and not pcs.any() and not ratio.any()
-    pcs, ratio = C._pca(np.ones((1, 3)), 2)
+    pcs, ratio = pca(np.ones((1, 3)), 2)
     assert pcs.shape == (1, 1) and not pcs.any()

@@ -111,23 +111,3 @@ def _cluster(x: np.ndarray, *, n_neighbors: int, seed: int, n_clusters: int | No
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return rank[inv].astype(str), desc
-
-
-def _pca(x: np.ndarray, n_comps: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores (n, c), explained variance ratio (c,)) by :class:`sklearn.decomposition.PCA`."""
-    from sklearn.decomposition import PCA
-
-    x = np.asarray(x, dtype=np.float64)
-    n, d = x.shape
-    c = max(1, min(n_comps, n - 1 if n > 1 else 1, d))
-    centred = x - x.mean(axis=0, keepdims=True)
-    if n < 2 or not float((centred * centred).sum()) > 0:  # nothing to decompose
-        return np.zeros((n, c), dtype=np.float32), np.zeros(c)
-    pca = PCA(n_components=c, svd_solver="full")
-    pcs = pca.fit_transform(x)
-    # Fix signs (largest |score| positive in each component) so that results do not flip
-    # between LAPACK builds or scikit-learn versions.
-    signs = np.sign(pcs[np.abs(pcs).argmax(axis=0), np.arange(pcs.shape[1])])
-    signs[signs == 0] = 1
-    pcs = pcs * signs[None, :]
-    return pcs.astype(np.float32), np.asarray(pca.explained_variance_ratio_, dtype=np.float64)

@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from ..data.features import PatternVectors, pca
 from ..errors import InputError
 from ..utils import get_logger
 from . import scores
-from .clustering import _cluster, _pca
+from .clustering import _cluster
 
 logger = get_logger("videogene.tl.embeddings")
 
@@ -111,7 +112,8 @@ class _DatasetFeatures:
     """One pass over a prepared dataset: per-gene statistics, time profiles, tissue vectors."""
 
     def __init__(self, dataset_dir: Path, genes: Sequence[str] | None = None, *,
-                 keep_vectors: bool = False, progress: bool = True):
+                 keep_vectors: bool = False, holdout: Mapping | None = None,
+                 progress: bool = True):
         from ..data import load_masks, load_metadata, read_gene_canvases
 
         self.dataset_dir = Path(dataset_dir)
@@ -128,9 +130,9 @@ class _DatasetFeatures:
                            len(self.missing), self.dataset_dir, ", ".join(self.missing[:10]))
         slice_t = np.array([float(s["timepoint"]) for s in self.meta["slices"]])
         self.timepoints = [float(t) for t in self.meta["timepoints"]]
-        held = {float(t) for t in (self.meta.get("holdout") or {}).get("timepoints", [])}
-        # Baseline vectors skip held-out time points: the model never saw them either.
-        self.vector_slices = np.array([t not in held for t in slice_t])
+        # Pattern vectors leave out what training never saw (the model's hold-out when given,
+        # else the dataset's): the baseline gets exactly the model's view of the data.
+        self.holdout = dict(holdout) if holdout is not None else self.meta.holdout_spec()
         n_tissue = masks.reshape(masks.shape[0], -1).sum(axis=1)
         t_index = {t: i for i, t in enumerate(self.timepoints)}
         slice_ti = np.array([t_index[float(t)] for t in slice_t])
@@ -138,8 +140,9 @@ class _DatasetFeatures:
         self.nnz_fraction = np.zeros(ng)
         self.mean = np.zeros(ng)
         self.time_profile = np.zeros((ng, nt))
-        vec_mask = masks[self.vector_slices]
-        self.vectors = (np.zeros((ng, int(vec_mask.sum())), dtype=np.float32)
+        self.vectors = (PatternVectors(self.meta, masks, self.genes,
+                                       heldout_timepoints=self.holdout.get("timepoints", ()),
+                                       heldout_frames=self.holdout.get("frames", ()))
                         if keep_vectors else None)
         total_tissue = max(int(n_tissue.sum()), 1)
         it = read_gene_canvases(self.dataset_dir, genes=self.genes)
@@ -163,7 +166,7 @@ class _DatasetFeatures:
                 denom = n_tissue[sel].sum()
                 self.time_profile[i, ti] = per_slice_sum[sel].sum() / denom if denom else np.nan
             if self.vectors is not None:
-                self.vectors[i] = canvas[self.vector_slices][vec_mask]
+                self.vectors.add(gene, canvas)
 
     def peak_timepoint(self) -> np.ndarray:
         out = np.full(len(self.genes), np.nan)
@@ -224,7 +227,7 @@ def _annotate(adata, *, features: _DatasetFeatures | None, meta: Mapping | None,
             for key in ("program_kind", "program_name"):
                 adata.obs[key] = pd.Categorical(
                     [str(v) if isinstance(v, str) else "unknown" for v in truth[key]])
-    pcs, ratio = _pca(x, 50)
+    pcs, ratio = pca(x, 50)
     adata.obsm["X_pca"] = pcs
     adata.uns["pca"] = {"variance_ratio": ratio.astype(np.float64)}
     if n >= 4:
@@ -333,7 +336,14 @@ def _learned_embeddings(model_or_path, *, dataset, use_ema: bool, n_neighbors: i
         dataset_dir = None
     features = None
     if dataset_dir is not None:
-        features = _DatasetFeatures(dataset_dir, list(adata.obs_names),
+        holdout = None
+        if pipe is not None:  # the model's hold-out: dataset, export and training config
+            from ..data import load_metadata
+            from ..pipelines.loading import read_training_config
+
+            holdout = load_metadata(dataset_dir).holdout_spec(
+                read_training_config(getattr(pipe, "source_dir", None)), meta)
+        features = _DatasetFeatures(dataset_dir, list(adata.obs_names), holdout=holdout,
                                     keep_vectors=keep_vectors, progress=progress)
         meta = features.meta
     _annotate(adata, features=features, meta=meta, n_neighbors=n_neighbors, seed=seed,
@@ -363,18 +373,16 @@ def baseline_embedding(dataset_dir, *, n_components: int = 32, seed: int = 0,
 
 def _baseline_from_features(feats: _DatasetFeatures, *, n_components: int, seed: int,
                             n_neighbors: int, n_clusters: int | None):
-    v = feats.vectors.astype(np.float64)
-    v -= v.mean(axis=1, keepdims=True)
-    sd = v.std(axis=1, keepdims=True)
-    v = np.divide(v, sd, out=np.zeros_like(v), where=sd > 0)
-    pcs, ratio = _pca(v, n_components)
+    pcs, ratio = pca(feats.vectors.x, n_components)  # rows: standardised pattern vectors
     adata = _new_adata(pcs, feats.genes, "pc")
     _annotate(adata, features=feats, meta=feats.meta, n_neighbors=n_neighbors, seed=seed,
               n_clusters=n_clusters)
     adata.uns["embedding"] = {"kind": "baseline_pca", "source": str(feats.dataset_dir),
                               "dim": int(pcs.shape[1]),
                               "variance_ratio_sum": float(ratio.sum()),
-                              "preprocessing": "per-gene standardised tissue-pixel vectors"}
+                              "preprocessing": "per-gene standardised tissue-pixel vectors"
+                              + (", randomly projected" if feats.vectors.sketched else ""),
+                              "holdout": feats.holdout}
     return adata
 
 
