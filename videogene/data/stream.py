@@ -187,10 +187,10 @@ class GeneVideoDataset(_torch_iterable_base()):
         self.epoch = 0
 
         m = self.meta
-        self.resolution = int(m["resolution"])
-        self.timepoints = np.asarray(m["timepoints"], dtype=np.float32)
-        self.value_max = float(m.get("value_max", 9.0))
-        self.num_genes = len(m["genes"])
+        self.resolution = m.resolution
+        self.timepoints = np.asarray(m.timepoints, dtype=np.float32)
+        self.value_max = m.value_max
+        self.num_genes = len(m.genes)
         self.units = model_units(m, dataset=self.source)
         self.gene_scale = gene_scales(m, dataset=self.source)  # (genes,) float32
         self.zero_level = zero_level(self.units)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.holdout import holdout_spec, tkey
+from ..data.meta import DEFAULT_VALUE_MAX
 from ..errors import InputError
 from ..pipelines.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SAMPLERS, check_sampling_args
 from ..tl.evaluate import (
@@ -129,7 +130,7 @@ def _set_tables(by_set: Mapping, metric_names: Sequence[str], level: str = "###"
 
 
 def write_report(result: Mapping, out_dir, *, examples: Sequence[Mapping] = (),
-                 value_max: float = 9.0) -> dict[str, str]:
+                 value_max: float = DEFAULT_VALUE_MAX) -> dict[str, str]:
     """Write ``metrics.json`` (everything but the training-frame records), ``report.md``,
     ``train_frames.json`` (per-frame records of the training frames, when scored) and the
     plots; returns ``{name: path}``."""
@@ -319,17 +320,17 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
         raise InputError(f"dataset {dataset}: no such folder")
     meta = load_metadata(dataset)
     masks = np.asarray(load_masks(dataset), dtype=bool)
-    if masks.shape[0] != len(meta["slices"]):
-        raise InputError(f"dataset {dataset}: {masks.shape[0]} masks but {len(meta['slices'])} slices")
+    if masks.shape[0] != len(meta.slices):
+        raise InputError(f"dataset {dataset}: {masks.shape[0]} masks but {len(meta.slices)} slices")
     pipe, model_name = resolve_pipeline(model, use_ema=use_ema, device=device)
     train_cfg = read_training_config(getattr(pipe, "source_dir", None))
     spec = holdout_spec(meta, train_cfg, getattr(pipe, "meta", None))
     frames = heldout_frames(meta, spec=spec, name=f"dataset {dataset}")
 
-    size = int(getattr(pipe.unet.config, "sample_size", meta["resolution"]))
-    if size != int(meta["resolution"]):
+    size = int(getattr(pipe.unet.config, "sample_size", meta.resolution))
+    if size != meta.resolution:
         raise InputError(f"model {model_name}: canvas {size}x{size} but dataset {dataset} is "
-                         f"{meta['resolution']}x{meta['resolution']}")
+                         f"{meta.resolution}x{meta.resolution}")
     vocab = set(pipe.gene_names)
     dropped = sorted({g for g, _ in frames if g not in vocab})
     if dropped:
@@ -349,11 +350,11 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
                      spec=spec, progress=progress)
     ranges, range_rule = ssim_data_ranges(meta, genes)
 
-    value_max = float(meta.get("value_max", 9.0))
+    value_max = meta.value_max
     fs = collect_reference_frames(dataset, meta, masks, frames, spec, progress=progress)
     train_fs = (collect_train_frames(dataset, meta, masks, genes, spec, progress=progress)
                 if train_frames else None)
-    timepoints = sorted({tkey(t) for t in meta["timepoints"]} | {t for _, t in frames})
+    timepoints = sorted({tkey(t) for t in meta.timepoints} | {t for _, t in frames})
     passes = ["gene only"] + (["in-filled"] if infill and getattr(
         pipe.unet.config, "context_channels", False) else [])
     if progress:

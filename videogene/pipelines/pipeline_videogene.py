@@ -28,7 +28,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolver
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..data.meta import MASKS_NAME, META_NAME, is_hub_id
+from ..data.meta import MASKS_NAME, META_NAME, DatasetMeta, is_hub_id
 from ..data.stream import load_masks, load_metadata
 from ..data.units import clip_bound, gene_scales, model_units, to_expression, to_model_units
 from ..errors import InputError
@@ -37,7 +37,6 @@ from .samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SAMPLERS, check_sampler
 
 logger = get_logger(__name__)
 
-DEFAULT_VALUE_MAX = 9.0
 
 
 @dataclass
@@ -173,7 +172,7 @@ class VideoGenePipeline(DiffusionPipeline):
 
     @property
     def value_max(self) -> float:
-        return float((self.meta or {}).get("value_max", DEFAULT_VALUE_MAX))
+        return DatasetMeta.of(self.meta or {}).value_max
 
     @property
     def model_units(self) -> dict:

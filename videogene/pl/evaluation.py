@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.meta import DEFAULT_VALUE_MAX
 from ._style import EXPRESSION_CMAP, EXPRESSION_LABEL, colormap, day_label
 from .trajectories import _masked
 
@@ -72,7 +73,7 @@ def plot_gene_scatter(records: Sequence[Mapping], path, *, baseline: str = "line
     return path
 
 
-def plot_example_frames(examples: Sequence[Mapping], path, *, value_max: float = 9.0,
+def plot_example_frames(examples: Sequence[Mapping], path, *, value_max: float = DEFAULT_VALUE_MAX,
                         cmap: str = EXPRESSION_CMAP, scale_exclude: str = "generated",
                         dpi: int = 120, title: str | None = None) -> Path:
     """Grid of frames: one row per example, one column per panel.

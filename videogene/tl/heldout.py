@@ -46,6 +46,7 @@ from ..data.holdout import (
     slices_by_timepoint,
     tkey,
 )
+from ..data.meta import DatasetMeta
 from ..errors import InputError
 from ..pipelines.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from ..pp._spatial import SPATIAL_AMPLITUDE_THRESHOLD
@@ -275,7 +276,7 @@ def ssim_data_ranges(meta: Mapping, genes: Sequence[str]) -> tuple[dict[str, flo
     scales = gene_scales(meta, list(genes))
     if is_legacy(meta):
         return ({g: float(s) for g, s in zip(genes, scales)},
-                f"value_max ({float(meta.get('value_max', 9.0)):g}) for every gene")
+                f"value_max ({DatasetMeta.of(meta).value_max:g}) for every gene")
     return {g: float(s) for g, s in zip(genes, scales)}, "per gene: meta['gene_scale']"
 
 

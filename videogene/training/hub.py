@@ -8,6 +8,7 @@ from typing import Any
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
+from ..data.meta import DatasetMeta
 from ..errors import InputError
 from ..utils import get_logger
 from .config import TrainConfig
@@ -41,7 +42,7 @@ def render_model_card(cfg: TrainConfig, meta: Mapping[str, Any], *, step: int,
         dataset=cfg.data.path, num_genes=len(genes),
         timepoints=", ".join(map(str, meta.get("timepoints", []))),
         num_slices=len(meta.get("slices", [])), resolution=meta.get("resolution", "?"),
-        normalization=meta.get("normalization", "?"), value_max=meta.get("value_max", 9.0),
+        normalization=meta.get("normalization", "?"), value_max=DatasetMeta.of(meta).value_max,
         holdout_timepoints=", ".join(map(str, holdout)) or "none",
         data_source=("synthetic atlas (videogene synth)" if synthetic
                      else ", ".join(sources) or "user AnnData"),
