@@ -170,8 +170,8 @@ def test_editing_a_preset_changes_what_the_yaml_builds(monkeypatch):
 
     cfg = load_config(ROOT / "configs" / "tiny.yaml")
     monkeypatch.setitem(MODEL_PRESETS, "tiny", {**MODEL_PRESETS["tiny"], "dropout": 0.25,
-                                                "gene_embed_dim": 12})
+                                                "embed_dim": 48})
     with torch.device("meta"):  # as train.py builds it
         model = model_from_preset(cfg.model.preset, num_genes=3, sample_size=16,
                                   **cfg.model.overrides())
-    assert model.config.dropout == 0.25 and model.config.gene_embed_dim == 12
+    assert model.config.dropout == 0.25 and model.config.embed_dim == 48
