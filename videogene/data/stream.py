@@ -13,7 +13,6 @@ import numpy as np
 from ..errors import InputError
 from ..utils import get_logger
 from .meta import MASKS_NAME, DatasetMeta, dataset_file
-from .meta import is_hub_id as _is_hub_id  # noqa: F401  (older imports)
 from .units import gene_scales, model_units, to_model_units, zero_level
 
 logger = get_logger("videogene.data.stream")

@@ -112,8 +112,8 @@ class _DatasetFeatures:
     """One pass over a prepared dataset: per-gene statistics, time profiles, tissue vectors."""
 
     def __init__(self, dataset_dir: Path, genes: Sequence[str] | None = None, *,
-                 keep_vectors: bool = False, holdout: Mapping | None = None,
-                 progress: bool = True):
+                 keep_vectors: bool = False, train_cfg: Mapping | None = None,
+                 export_meta: Mapping | None = None, progress: bool = True):
         from ..data import load_masks, load_metadata, read_gene_canvases
 
         self.dataset_dir = Path(dataset_dir)
@@ -130,9 +130,9 @@ class _DatasetFeatures:
                            len(self.missing), self.dataset_dir, ", ".join(self.missing[:10]))
         slice_t = np.array([float(s["timepoint"]) for s in self.meta["slices"]])
         self.timepoints = [float(t) for t in self.meta["timepoints"]]
-        # Pattern vectors leave out what training never saw (the model's hold-out when given,
-        # else the dataset's): the baseline gets exactly the model's view of the data.
-        self.holdout = dict(holdout) if holdout is not None else self.meta.holdout_spec()
+        # Pattern vectors leave out what training never saw (the dataset's hold-out, and the
+        # model's export meta and training config when given): the model's view of the data.
+        self.holdout = self.meta.holdout_spec(train_cfg, export_meta)
         n_tissue = masks.reshape(masks.shape[0], -1).sum(axis=1)
         t_index = {t: i for i, t in enumerate(self.timepoints)}
         slice_ti = np.array([t_index[float(t)] for t in slice_t])
@@ -336,15 +336,13 @@ def _learned_embeddings(model_or_path, *, dataset, use_ema: bool, n_neighbors: i
         dataset_dir = None
     features = None
     if dataset_dir is not None:
-        holdout = None
-        if pipe is not None:  # the model's hold-out: dataset, export and training config
-            from ..data import load_metadata
-            from ..pipelines.loading import read_training_config
+        from ..pipelines.loading import read_training_config
 
-            holdout = load_metadata(dataset_dir).holdout_spec(
-                read_training_config(getattr(pipe, "source_dir", None)), meta)
-        features = _DatasetFeatures(dataset_dir, list(adata.obs_names), holdout=holdout,
-                                    keep_vectors=keep_vectors, progress=progress)
+        train_cfg = (read_training_config(getattr(pipe, "source_dir", None))
+                     if pipe is not None else None)
+        features = _DatasetFeatures(dataset_dir, list(adata.obs_names), train_cfg=train_cfg,
+                                    export_meta=meta, keep_vectors=keep_vectors,
+                                    progress=progress)
         meta = features.meta
     _annotate(adata, features=features, meta=meta, n_neighbors=n_neighbors, seed=seed,
               n_clusters=n_clusters)
