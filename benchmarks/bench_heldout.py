@@ -70,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=None, help="samples per gene (4)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (25)")
     p.add_argument("--guidance", type=float, default=2.0, help="guidance scale (2.0)")
+    p.add_argument("--infill-guidance", type=float, default=1.0,
+                   help="guidance scale of the in-filled pass (1.0)")
     p.add_argument("--max-genes", type=int, default=None, help="evaluate at most N genes")
     p.add_argument("--device", default=None, help="evaluation device (default: best)")
     p.add_argument("--seed", type=int, default=0, help="seed for atlas, training and sampling (0)")
@@ -171,6 +173,7 @@ def main(argv=None) -> int:
     try:
         res = evaluate_model(train_out, dataset, work / "evaluate", num_samples=a.num_samples,
                              num_inference_steps=a.steps, guidance_scale=a.guidance,
+                             infill_guidance_scale=a.infill_guidance,
                              max_genes=a.max_genes, seed=a.seed, device=a.device,
                              train_frames=not a.no_train_frames)
     except InputError as exc:
@@ -243,7 +246,8 @@ def main(argv=None) -> int:
         f"{cfg.slices_per_timepoint} slices ({cfg.bins_per_slice} bins), canvas {resolution}px, "
         f"held out E{a.holdout:g}; {res['n_frames']} frames ({res['n_genes']} genes) evaluated; "
         f"training {a.max_steps if a.max_steps is not None else 'config'} steps via {a.launcher}; "
-        f"{a.num_samples} samples x {a.steps} steps, guidance {a.guidance:g}.\n\n"
+        f"{a.num_samples} samples x {a.steps} steps, guidance {a.guidance:g} "
+        f"(in-filled: {a.infill_guidance:g}).\n\n"
         f"All genes against the real slice (the earlier yardstick):\n\n{markdown_table(old_rows)}\n\n"
         f"**Model vs linear interpolation** (all genes, real slice): median Pearson difference "
         f"{f(vs['median_pearson_difference'], '+.3f')}, median RMSE ratio "

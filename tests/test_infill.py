@@ -137,3 +137,14 @@ def test_evaluate_scores_model_infill(tiny_export_dir, tiny_dataset_holdout, tmp
                           num_inference_steps=2, max_genes=4, device="cpu", progress=False,
                           train_frames=False, infill=False)
     assert "model_infill" not in res2["summary"]
+
+
+@pytest.mark.parametrize("context, want", [("observed", 1.0), ("none", 2.0)])
+def test_guidance_default_depends_on_context(pipe, tiny_dataset, context, want):
+    from videogene.data import load_metadata
+
+    gene = load_metadata(tiny_dataset)["genes"][0]
+    gen = torch.Generator("cpu").manual_seed(0)
+    out = pipe([gene], [11.0], num_samples=1, num_inference_steps=2, generator=gen,
+               progress=False, output_type="anndata", context=context, dataset=tiny_dataset)
+    assert out.trajectories.uns["videogene"]["guidance_scale"] == want

@@ -18,6 +18,7 @@ from videogene.models import (
     model_from_preset,
     preset_parameter_count,
 )
+from videogene.models.embeddings import interpolate_context
 
 NUM_GENES = 12
 
@@ -385,8 +386,9 @@ def test_fourier_frame_time_interpolates_and_sinusoidal_does_not():
         make_model(frame_time_embedding="learned")
 
 
-def test_context_inputs():
-    model = make_full_model()
+@pytest.mark.parametrize("interpolation", [False, True])
+def test_context_inputs(interpolation):
+    model = make_full_model(context_interpolation=interpolation)
     inputs = make_inputs()
     none = run(model, **inputs)
     all_false = run(model, **inputs, context=torch.randn(2, 1, 4, 16, 16),
@@ -412,8 +414,9 @@ def test_context_inputs():
         run(model, **inputs, context=ctx[:, :, :3], context_mask=cmask[:, :3])
 
 
-def test_absent_frames_do_not_affect_present_outputs_with_context_and_tokens():
-    model = make_full_model()
+@pytest.mark.parametrize("interpolation", [False, True])
+def test_absent_frames_do_not_affect_present_outputs_with_context_and_tokens(interpolation):
+    model = make_full_model(context_interpolation=interpolation)
     inputs = make_inputs()
     frame_mask = torch.tensor([[True, False, True, True], [True, True, False, False]])
     cmask = torch.tensor([[True, False, False, False], [False, True, False, False]])
@@ -426,3 +429,26 @@ def test_absent_frames_do_not_affect_present_outputs_with_context_and_tokens():
     other = run(model, **changed, frame_mask=frame_mask, context=ctx, context_mask=cmask)
     present = frame_mask[:, None, :, None, None].expand_as(base)
     torch.testing.assert_close(other[present], base[present], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4], [3, 0, 4, 2, 1]])
+def test_interpolate_context_is_linear_in_time_between_given_frames(order):
+    days = torch.tensor([9.5, 10.5, 11.5, 13.5, 14.5])
+    values = torch.tensor([1.0, 10.0, -5.0, 30.0, 2.0])
+    given = torch.tensor([False, True, False, True, False])
+    idx = torch.tensor(order)  # frames need not be sorted by time
+    ctx = values[idx].reshape(1, 1, 5, 1, 1).expand(1, 1, 5, 2, 3)
+    out = interpolate_context(ctx, given[idx][None], days[idx][None])
+    assert out.shape == ctx.shape
+    # before the first given day: that day; between: time-linear (11.5 is a third of the way
+    # from 10.5 to 13.5); a given day: itself; after the last: the last
+    want = torch.tensor([10.0, 10.0, 10.0 + 20.0 / 3, 30.0, 30.0])[idx]
+    torch.testing.assert_close(out[0, 0, :, 1, 2], want)
+    torch.testing.assert_close(out, out[:, :, :, :1, :1].expand_as(out))
+    nothing = interpolate_context(ctx, torch.zeros(1, 5, dtype=torch.bool), days[idx][None])
+    assert not nothing.any()
+
+
+def test_context_interpolation_needs_context_channels():
+    with pytest.raises(InputError, match="context_interpolation"):
+        make_model(context_interpolation=True, context_channels=False)

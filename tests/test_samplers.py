@@ -11,9 +11,11 @@ import pytest
 from videogene.errors import InputError
 from videogene.pipelines.samplers import (
     DEFAULT_GUIDANCE,
+    DEFAULT_INFILL_GUIDANCE,
     DEFAULT_SAMPLER,
     SAMPLERS,
     check_sampler,
+    default_guidance,
     resolve_sampler,
 )
 
@@ -37,11 +39,14 @@ def test_everyone_uses_the_registry():
     assert DEFAULT_SAMPLER in SAMPLERS and DEFAULT_SAMPLER == "dpmsolver++"
     assert pv.SAMPLERS is SAMPLERS and jobs_ev._SAMPLERS is SAMPLERS and pipelines.SAMPLERS is SAMPLERS
     assert pipelines.DEFAULT_GUIDANCE == DEFAULT_GUIDANCE == 2.0
-    # defaults of every entry point that samples
+    assert pipelines.DEFAULT_INFILL_GUIDANCE == DEFAULT_INFILL_GUIDANCE == 1.0
+    # defaults of every entry point that samples; None = by context (default_guidance)
     call = inspect.signature(pv.VideoGenePipeline.__call__).parameters
-    assert call["guidance_scale"].default == DEFAULT_GUIDANCE
+    assert call["guidance_scale"].default is None
     gen = inspect.signature(generate_trajectories).parameters
-    assert gen["guidance_scale"].default == DEFAULT_GUIDANCE
+    assert gen["guidance_scale"].default is None
+    ev = inspect.signature(jobs_ev.evaluate_model).parameters
+    assert ev["infill_guidance_scale"].default == DEFAULT_INFILL_GUIDANCE
     for fn in (ho.generate_videos, jobs_ev.evaluate_model):
         params = inspect.signature(fn).parameters
         assert params["guidance_scale"].default == DEFAULT_GUIDANCE
@@ -53,7 +58,9 @@ def test_everyone_uses_the_registry():
         acts = {a.dest: a for a in sub._actions}
         assert tuple(acts["scheduler"].choices) == SAMPLERS
         assert acts["scheduler"].default == DEFAULT_SAMPLER
-        assert acts["guidance"].default == DEFAULT_GUIDANCE
+        assert acts["guidance"].default == (None if command == "generate" else DEFAULT_GUIDANCE)
+    ev_acts = {a.dest: a for a in parser._subparsers._group_actions[0].choices["evaluate"]._actions}
+    assert ev_acts["infill_guidance"].default == DEFAULT_INFILL_GUIDANCE
     # a sampler built for every registered name
     from diffusers import DDPMScheduler
 
@@ -100,3 +107,10 @@ def test_generate_trajectories_deprecated_scheduler_keyword_still_samples(tiny_e
         old = generate_trajectories(pipe, [gene], [10.0], tmp_path / "old", scheduler="ddim", **kw)
     assert new["sampler"] == old["sampler"] == pipe.sampler == "ddim"
     assert new["mean_expression"] == old["mean_expression"]
+
+
+@pytest.mark.parametrize("context, want", [(None, DEFAULT_GUIDANCE), ("none", DEFAULT_GUIDANCE),
+                                           ("observed", DEFAULT_INFILL_GUIDANCE),
+                                           ("frames", DEFAULT_INFILL_GUIDANCE)])
+def test_default_guidance_by_context(context, want):
+    assert default_guidance(context) == want

@@ -126,13 +126,25 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
 
 
-def add_sampler_args(p: argparse.ArgumentParser, *, samples: int, steps: int) -> None:
-    from .pipelines.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SAMPLERS
+def add_sampler_args(p: argparse.ArgumentParser, *, samples: int, steps: int,
+                     guidance_by_context: bool = False) -> None:
+    """``guidance_by_context``: ``--guidance`` defaults to None, resolved from ``--context``."""
+    from .pipelines.samplers import (
+        DEFAULT_GUIDANCE,
+        DEFAULT_INFILL_GUIDANCE,
+        DEFAULT_SAMPLER,
+        SAMPLERS,
+    )
 
     p.add_argument("--num-samples", type=int, default=samples, help=f"samples per gene ({samples})")
     p.add_argument("--steps", type=int, default=steps, help=f"sampling steps ({steps})")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                   help=f"classifier-free guidance ({DEFAULT_GUIDANCE})")
+    if guidance_by_context:
+        p.add_argument("--guidance", type=float, default=None,
+                       help=f"classifier-free guidance (default {DEFAULT_GUIDANCE:g}; "
+                       f"{DEFAULT_INFILL_GUIDANCE:g} with --context observed)")
+    else:
+        p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                       help=f"classifier-free guidance ({DEFAULT_GUIDANCE:g})")
     # the option keeps its historical name; it picks the sampler, not the noise schedule
     p.add_argument("--scheduler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
                    help=f"sampler ({DEFAULT_SAMPLER})")
@@ -145,7 +157,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
                    help="gene name; repeat for several")
     p.add_argument("--timepoints", default=None,
                    help="START:STOP:STEP or comma list (default: the training time points)")
-    add_sampler_args(p, samples=4, steps=25)
+    add_sampler_args(p, samples=4, steps=25, guidance_by_context=True)
     p.add_argument("--context", choices=["none", "observed"], default="none",
                    help="none: generate from the gene alone (default); observed: fill the "
                    "requested days from the gene's observed frames (in-filling)")
@@ -178,6 +190,11 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="do not score model_infill (held-out frames in-filled from the observed "
                    "ones; models trained with context only)")
     add_sampler_args(p, samples=4, steps=25)
+    from .pipelines.samplers import DEFAULT_INFILL_GUIDANCE
+
+    p.add_argument("--infill-guidance", type=float, default=DEFAULT_INFILL_GUIDANCE,
+                   help="classifier-free guidance of the in-filled pass (model_infill) "
+                   f"({DEFAULT_INFILL_GUIDANCE:g})")
 
 
 def run_evaluate(a: argparse.Namespace) -> None:
@@ -185,8 +202,9 @@ def run_evaluate(a: argparse.Namespace) -> None:
 
     _print_json(evaluate_model(
         a.model, a.dataset, a.out, num_samples=a.num_samples, num_inference_steps=a.steps,
-        guidance_scale=a.guidance, scheduler=a.scheduler, batch_size=a.batch_size,
-        max_genes=a.max_genes, seed=a.seed, use_ema=not a.no_ema, device=a.device,
+        guidance_scale=a.guidance, infill_guidance_scale=a.infill_guidance,
+        scheduler=a.scheduler, batch_size=a.batch_size, max_genes=a.max_genes, seed=a.seed,
+        use_ema=not a.no_ema, device=a.device,
         train_frames=not a.no_train_frames, infill=not a.no_infill,
     ))
 

@@ -20,7 +20,13 @@ import numpy as np
 from ..data.holdout import holdout_spec, tkey
 from ..data.meta import DEFAULT_VALUE_MAX
 from ..errors import InputError
-from ..pipelines.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SAMPLERS, check_sampling_args
+from ..pipelines.samplers import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_INFILL_GUIDANCE,
+    DEFAULT_SAMPLER,
+    SAMPLERS,
+    check_sampling_args,
+)
 from ..tl.evaluate import (
     HEADLINE_METRICS,
     METHOD_LABELS,
@@ -177,7 +183,10 @@ def write_report(result: Mapping, out_dir, *, examples: Sequence[Mapping] = (),
         f"{p.get('ssim_data_range', p['value_max'])}",
         f"- model: {result['settings'].get('model', '')}, {result['settings']['num_samples']} samples, "
         f"{result['settings']['num_inference_steps']} {result['settings']['scheduler']} steps, "
-        f"guidance {result['settings']['guidance_scale']:g}, seed {result['settings']['seed']}",
+        f"guidance {result['settings']['guidance_scale']:g}"
+        + (f" (in-filled: {result['settings']['infill_guidance_scale']:g})"
+           if result["settings"].get("infill") else "")
+        + f", seed {result['settings']['seed']}",
     ]
     lines.append("")
     if summary.get("headline"):
@@ -282,8 +291,9 @@ def _pick_examples(records: Sequence[Mapping], n: int = 4, prefer: set | frozens
 
 # ----------------------------------------------------------------------------- entry point
 def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inference_steps: int = 25,
-                   guidance_scale: float = DEFAULT_GUIDANCE, scheduler: str = DEFAULT_SAMPLER,
-                   batch_size: int = 8,
+                   guidance_scale: float = DEFAULT_GUIDANCE,
+                   infill_guidance_scale: float = DEFAULT_INFILL_GUIDANCE,
+                   scheduler: str = DEFAULT_SAMPLER, batch_size: int = 8,
                    max_genes: int | None = None, seed: int = 0, use_ema: bool = True,
                    train_frames: bool = True, infill: bool = True, device=None,
                    progress: bool = True) -> dict:
@@ -296,7 +306,8 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     prepared without it gets the flag computed from its canvases, with a warning).
     ``train_frames``: also score the observed time points of the generated videos.
     ``infill``: models with in-filling context are also scored as ``model_infill``: the
-    held-out frames generated from the gene's observed frames (one more sampling pass).
+    held-out frames generated from the gene's observed frames (one more sampling pass, at
+    ``infill_guidance_scale``; ``guidance_scale`` is the gene-only pass's).
     Writes ``metrics.json`` (per frame, per method; summaries in the layout of
     :mod:`videogene.tl.evaluate`; protocol; settings), ``train_frames.json``, ``report.md``
     and the PNG plots to ``out_dir`` and returns a JSON-able summary: ``{"out", "files",
@@ -311,6 +322,8 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     check_output_dir(out_dir)
     check_sampling_args(num_samples=num_samples, num_inference_steps=num_inference_steps,
                         guidance_scale=guidance_scale, batch_size=batch_size)
+    check_sampling_args(num_samples=num_samples, num_inference_steps=num_inference_steps,
+                        guidance_scale=infill_guidance_scale, batch_size=batch_size)
     if max_genes is not None and max_genes < 1:
         raise InputError(f"max_genes: must be >= 1, got {max_genes}")
     if scheduler not in _SAMPLERS:
@@ -375,7 +388,7 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     if infill and getattr(pipe.unet.config, "context_channels", False):
         infilled = generate_videos(pipe, genes, timepoints, masks, meta, num_samples=num_samples,
                                    num_inference_steps=num_inference_steps,
-                                   guidance_scale=guidance_scale, scheduler=scheduler,
+                                   guidance_scale=infill_guidance_scale, scheduler=scheduler,
                                    batch_size=batch_size, seed=seed, progress=progress,
                                    context="observed", dataset=dataset)
         scored["model_infill"] = frames_from_videos(infilled, frames, timepoints)
@@ -427,7 +440,8 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     }
     settings = {"model": model_name, "dataset": str(dataset), "num_samples": num_samples,
                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-                "scheduler": scheduler, "batch_size": batch_size, "max_genes": max_genes,
+                "infill_guidance_scale": infill_guidance_scale, "scheduler": scheduler,
+                "batch_size": batch_size, "max_genes": max_genes,
                 "seed": seed, "use_ema": use_ema, "train_frames": train_frames,
                 "infill": "model_infill" in scored,
                 "device": str(getattr(pipe, "device", device))}

@@ -12,10 +12,10 @@ import numpy as np
 
 from ..errors import InputError
 from ..pipelines.samplers import (
-    DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
     check_sampler,
     check_sampling_args,
+    default_guidance,
     resolve_sampler,
     warn_outside_trained_range,
 )
@@ -32,7 +32,7 @@ def generate_trajectories(
     *,
     num_samples: int = 4,
     num_inference_steps: int = 25,
-    guidance_scale: float = DEFAULT_GUIDANCE,
+    guidance_scale: float | None = None,
     sampler: str | None = None,
     batch_size: int = 8,
     seed: int = 0,
@@ -55,6 +55,8 @@ def generate_trajectories(
     up to floating-point differences). ``context="observed"`` fills the requested days from
     the gene's observed frames in ``dataset`` (in-filling; see
     :mod:`videogene.pipelines.context`), ``"none"`` generates from the gene alone.
+    ``guidance_scale`` None: 2 from the gene alone, 1 when in-filling
+    (:func:`~videogene.pipelines.samplers.default_guidance`).
 
     Writes ``trajectories.npz`` (``trajectories`` (G, S, T, H, W) float32 in expression units,
     ``mean`` (G, T, H, W), ``genes``, ``timepoints``, ``masks`` (T, H, W), ``value_max``),
@@ -76,6 +78,8 @@ def generate_trajectories(
     if context not in ("none", "observed"):
         raise InputError(f"--context {context!r}: expected none or observed")
     out_dir = check_output_dir(out_dir)
+    if guidance_scale is None:
+        guidance_scale = default_guidance(context)
     check_sampling_args(num_samples=num_samples, num_inference_steps=num_inference_steps,
                         guidance_scale=guidance_scale, batch_size=batch_size)
     pipe, source = resolve_pipeline(model, use_ema=use_ema, device=device)

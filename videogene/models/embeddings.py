@@ -11,6 +11,9 @@
 - :class:`GeneTokens`: the gene embedding projected to a few tokens that pixels attend to
   (cross-attention), with the frame's time added so a token can ask for different things
   at different days.
+- :func:`interpolate_context`: every frame's time-linear interpolation of the given context
+  frames around it (an input channel for in-filling: the network starts from the linear
+  estimate and learns the correction).
 """
 
 from __future__ import annotations
@@ -65,6 +68,34 @@ def coordinate_grid(h: int, w: int, *, device=None, dtype=torch.float32) -> Tens
     xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w * 2 - 1
     grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))
     return grid.to(dtype)
+
+
+def interpolate_context(context: Tensor, context_mask: Tensor, frame_times: Tensor) -> Tensor:
+    """Each frame's linear interpolation in developmental time of the given context frames.
+
+    ``context`` ``(b, c, f, h, w)``, ``context_mask`` ``(b, f)`` bool, ``frame_times`` ``(b, f)``
+    days. A frame between two given frames gets their time-linear mix (a given frame: itself);
+    before the first or after the last given frame: the nearest given frame; an example with
+    nothing given: zeros. Frames need not be sorted by time.
+    """
+    given = context_mask.to(torch.bool)[:, None, :]  # (b, 1, f_src)
+    t = frame_times.to(torch.float32)
+    dt = t[:, None, :] - t[:, :, None]  # (b, f_dst, f_src): source time minus target time
+    inf = torch.tensor(float("inf"), device=dt.device)
+    before = torch.where(given & (dt <= 0), -dt, inf)  # distance back to each earlier source
+    after = torch.where(given & (dt >= 0), dt, inf)
+    d_prev, i_prev = before.min(dim=-1)  # (b, f_dst)
+    d_next, i_next = after.min(dim=-1)
+    has_prev, has_next = torch.isfinite(d_prev), torch.isfinite(d_next)
+    both = has_prev & has_next
+    span = torch.where(both, d_prev + d_next, torch.ones_like(d_prev))
+    lam = torch.where(both & (span > 0), d_prev / span.clamp_min(1e-12), torch.zeros_like(d_prev))
+    w_prev = torch.where(has_prev, 1 - lam, torch.zeros_like(lam))
+    w_next = torch.where(both, lam, has_next.to(lam.dtype))
+    f = context.shape[2]
+    weights = (nn.functional.one_hot(i_prev, f) * w_prev[..., None]
+               + nn.functional.one_hot(i_next, f) * w_next[..., None])  # (b, f_dst, f_src)
+    return torch.einsum("bij,bcjhw->bcihw", weights.to(context.dtype), context)
 
 
 class GeneTokens(nn.Module):

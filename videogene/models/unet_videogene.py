@@ -19,7 +19,9 @@ attend to at the coarse levels (``gene_tokens``, ``cross_attention``), a smooth 
 embedding over the dataset's day range (``frame_time_embedding="fourier"``), and clean context
 frames for in-filling (``context_channels``: masked conditional video diffusion, Voleti et al.
 2022): the context video and a per-frame context mask are extra input channels, and the noisy
-input at context frames is zeroed, so training and sampling see the same thing there.
+input at context frames is zeroed, so training and sampling see the same thing there; with
+``context_interpolation`` every frame also gets the time-linear interpolation of the context
+frames around it as an input channel.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from .blocks import (
     sinusoidal_embedding,
     zero_module,
 )
-from .embeddings import FrameTimeEmbedding, GeneTokens, coordinate_grid
+from .embeddings import FrameTimeEmbedding, GeneTokens, coordinate_grid, interpolate_context
 
 
 @dataclass
@@ -89,6 +91,9 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             levels with spatial attention); the middle always does when ``gene_tokens > 0``.
         context_channels: accept clean context frames (``context``, ``context_mask``) as
             ``in_channels + 1`` extra input channels.
+        context_interpolation: with ``context_channels``, also give every frame the time-linear
+            interpolation of the context frames around it (``in_channels`` more channels;
+            :func:`~videogene.models.embeddings.interpolate_context`).
         mask_channel: concatenate the tissue mask to the input as an extra channel.
         dropout: dropout inside residual blocks.
         attention_backend: ``"sdpa"`` (torch scaled_dot_product_attention) or ``"xformers"``.
@@ -123,6 +128,7 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         gene_tokens: int = 0,
         cross_attention: tuple[bool, ...] | None = None,
         context_channels: bool = False,
+        context_interpolation: bool = False,
         mask_channel: bool = True,
         dropout: float = 0.0,
         attention_backend: str = "sdpa",
@@ -153,6 +159,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         if len(cross) != levels:
             raise InputError(f"cross_attention: {len(cross)} entries for {levels} levels")
         cross = tuple(bool(c) and int(gene_tokens) > 0 for c in cross)
+        if context_interpolation and not context_channels:
+            raise InputError("context_interpolation: needs context_channels=True")
         chans = [int(c) for c in block_out_channels]
         emb_dim = int(embed_dim or 4 * chans[0])
         layer_kw = dict(temporal_attention=temporal_attention, head_dim=attention_head_dim,
@@ -171,7 +179,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
 
         # 3. levels (diffusers-style): down_blocks[i] at level i, then mid_block, then up_blocks
         #    coarsest first; skip_chans records what each skip connection carries
-        extra = int(mask_channel) + 2 * int(coord_channels) + (in_channels + 1) * int(context_channels)
+        extra = (int(mask_channel) + 2 * int(coord_channels)
+                 + (in_channels + 1) * int(context_channels) + in_channels * int(context_interpolation))
         self.conv_in = nn.Conv2d(in_channels + extra, chans[0], 3, padding=1)
         self.down_blocks = nn.ModuleList()
         skip_chans, ch = [chans[0]], chans[0]
@@ -302,6 +311,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             ctx = torch.zeros_like(sample) if context is None else context.to(sample.dtype) * cm
             # the noisy frames at context positions are zeroed: the clean frame is the input
             channels = [sample * (1 - cm), ctx, cm.expand(b, 1, f, h, w)]
+            if self.config.context_interpolation:
+                channels.append(interpolate_context(ctx, cmask, frame_times))  # (b, c, f, h, w)
         if self.config.mask_channel:
             if tissue_mask is None:
                 tissue_mask = torch.ones_like(sample[:, :1])

@@ -33,7 +33,13 @@ from ..data.stream import load_masks, load_metadata
 from ..data.units import clip_bound, gene_scales, model_units, to_expression, to_model_units
 from ..errors import InputError
 from ..utils import get_logger
-from .samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SAMPLERS, check_sampler  # noqa: F401 (re-exported)
+from .samplers import (  # noqa: F401 (re-exported)
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    SAMPLERS,
+    check_sampler,
+    default_guidance,
+)
 
 logger = get_logger(__name__)
 
@@ -351,7 +357,7 @@ class VideoGenePipeline(DiffusionPipeline):
         *,
         num_samples: int = 1,
         num_inference_steps: int = 25,
-        guidance_scale: float = DEFAULT_GUIDANCE,
+        guidance_scale: float | None = None,
         generator: torch.Generator | None = None,
         output_type: str = "np",
         masks=None,
@@ -367,7 +373,9 @@ class VideoGenePipeline(DiffusionPipeline):
         """Sample ``num_samples`` trajectories per gene at ``timepoints`` (default: training times).
 
         Classifier-free guidance with the null gene: ``eps = eps_u + s * (eps_c - eps_u)``;
-        ``guidance_scale <= 1`` runs the conditional pass only. Trajectories are processed
+        ``guidance_scale <= 1`` runs the conditional pass only; None = ``DEFAULT_GUIDANCE`` (2)
+        from the gene alone, ``DEFAULT_INFILL_GUIDANCE`` (1) with context
+        (:func:`~videogene.pipelines.samplers.default_guidance`). Trajectories are processed
         ``batch_size`` at a time (gene-major, sample-minor); all noise comes from ``generator``
         in that order, so a seeded generator and the same ``batch_size`` reproduce the output
         (use a CPU generator to get the same noise on every device). Outputs are in expression units:
@@ -393,6 +401,9 @@ class VideoGenePipeline(DiffusionPipeline):
             raise InputError(f"output_type {output_type!r}: expected 'np', 'pt' or 'anndata'")
         if num_samples < 1 or num_inference_steps < 1 or batch_size < 1:
             raise InputError("num_samples, num_inference_steps and batch_size must be >= 1")
+        if guidance_scale is None:
+            guidance_scale = default_guidance(
+                context if context_frames is None else "frames")
         if context is not None and not (isinstance(context, str) and context == "none"):
             if context_frames is not None:
                 raise InputError("context and context_frames: give one of them")

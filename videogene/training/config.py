@@ -83,6 +83,7 @@ class ModelConfig:
     gene_tokens: int | None = None  # gene tokens for cross-attention (0: none)
     cross_attention: tuple[bool, ...] | None = None  # per level (None: the spatial-attention levels)
     context_channels: bool | None = None  # clean context frames as input (in-filling)
+    context_interpolation: bool | None = None  # + their time-linear interpolation per frame
     mask_channel: bool | None = None
     dropout: float | None = None
     attention_backend: str | None = None  # "sdpa" (default) or "xformers"
