@@ -47,9 +47,10 @@ def test_everyone_uses_the_registry():
     assert gen["guidance_scale"].default is None
     ev = inspect.signature(jobs_ev.evaluate_model).parameters
     assert ev["infill_guidance_scale"].default == DEFAULT_INFILL_GUIDANCE
+    assert inspect.signature(ho.generate_videos).parameters["guidance_scale"].default is None
     for fn in (ho.generate_videos, jobs_ev.evaluate_model):
         params = inspect.signature(fn).parameters
-        assert params["guidance_scale"].default == DEFAULT_GUIDANCE
+        assert params["guidance_scale"].default in (None, DEFAULT_GUIDANCE)
         assert params["scheduler"].default == DEFAULT_SAMPLER
     # the CLI: --scheduler keeps its name; its choices and defaults are the registry's
     parser = build_parser()

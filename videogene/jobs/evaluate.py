@@ -372,13 +372,14 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
         pipe.unet.config, "context_channels", False) else [])
     if progress:
         per_pass = len(genes) * num_samples
+        scales = [guidance_scale, infill_guidance_scale][:len(passes)]
+        calls = sum(per_pass * num_inference_steps * (2 if s > 1 else 1) for s in scales)
         print(f"[videogene evaluate] {len(genes)} genes ({len(all_genes)} held out"
               f"{'' if max_genes is None else f', max_genes={max_genes}'}) x {num_samples} "
               f"samples x {num_inference_steps} steps x {len(passes)} pass(es) "
-              f"({' + '.join(passes)}): {per_pass * len(passes)} videos of {len(timepoints)} "
-              f"frames, {per_pass * len(passes) * num_inference_steps} network calls"
-              f"{' (x2 with guidance)' if guidance_scale > 1 else ''}", file=sys.stderr,
-              flush=True)
+              f"({' + '.join(passes)}, guidance {' / '.join(f'{s:g}' for s in scales)}): "
+              f"{per_pass * len(passes)} videos of {len(timepoints)} frames, {calls} network "
+              "calls (a guided step is 2)", file=sys.stderr, flush=True)
     videos = generate_videos(pipe, genes, timepoints, masks, meta, num_samples=num_samples,
                              num_inference_steps=num_inference_steps,
                              guidance_scale=guidance_scale, scheduler=scheduler,
