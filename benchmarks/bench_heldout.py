@@ -226,9 +226,15 @@ def main(argv=None) -> int:
         targets.append(f"model_infill Pearson {f(mi['pearson'])} vs linear + 0.05 = "
                        f"{f(lin['pearson'] + 0.05)}; RMSE ratio {f(mi['rmse'] / lin['rmse'], '.2f')}"
                        f" (target <= 0.9)")
-    train_m = ((h.get("train_frames") or {}).get("methods") or {}).get("model")
-    if train_m:
-        targets.append(f"model on training frames Pearson {f(train_m['pearson'])} (target >= 0.5)")
+    if "model_infill_expected" in meds and lin:
+        me = meds["model_infill_expected"]
+        targets.append(f"model_infill_expected Pearson {f(me['pearson'])}; RMSE ratio "
+                       f"{f(me['rmse'] / lin['rmse'], '.2f')}")
+    train_methods = (h.get("train_frames") or {}).get("methods") or {}
+    for name in ("model", "model_expected"):
+        if train_methods.get(name):
+            targets.append(f"{name} on training frames Pearson "
+                           f"{f(train_methods[name]['pearson'])} (target >= 0.5)")
     if emb and emb.get("learned"):
         targets.append(f"gene table kNN precision@10 {f(emb['learned']['knn_precision'])} vs PCA "
                        f"baseline {f((emb.get('baseline') or {}).get('knn_precision'))} (chance "

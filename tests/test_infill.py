@@ -133,10 +133,15 @@ def test_evaluate_scores_model_infill(tiny_export_dir, tiny_dataset_holdout, tmp
     assert np.isfinite(by_set["model_infill"]["rmse"]["median"])
     assert "model_infill" in res["headline"]["comparisons"]
     assert metrics["settings"]["infill"] is True
+    # the expected expression (one step) of both passes, scored beside the samples
+    assert {"model_expected", "model_infill_expected", "model_infill_expected_per_sample"} <= set(by_set)
+    assert np.isfinite(by_set["model_infill_expected"]["pearson"]["median"])
+    assert metrics["settings"]["expected"] is True
     res2 = evaluate_model(tiny_export_dir, tiny_dataset_holdout, tmp_path / "ev2", num_samples=1,
                           num_inference_steps=2, max_genes=4, device="cpu", progress=False,
-                          train_frames=False, infill=False)
+                          train_frames=False, infill=False, expected=False)
     assert "model_infill" not in res2["summary"]
+    assert "model_expected" not in res2["summary"]
 
 
 @pytest.mark.parametrize("context, want", [("observed", 1.0), ("none", 2.0)])

@@ -189,6 +189,9 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-infill", action="store_true",
                    help="do not score model_infill (held-out frames in-filled from the observed "
                    "ones; models trained with context only)")
+    p.add_argument("--no-expected", action="store_true",
+                   help="do not score the expected expression (model_expected, "
+                   "model_infill_expected: one sampler step, the posterior mean)")
     add_sampler_args(p, samples=4, steps=25)
     from .pipelines.samplers import DEFAULT_INFILL_GUIDANCE
 
@@ -205,7 +208,7 @@ def run_evaluate(a: argparse.Namespace) -> None:
         guidance_scale=a.guidance, infill_guidance_scale=a.infill_guidance,
         scheduler=a.scheduler, batch_size=a.batch_size, max_genes=a.max_genes, seed=a.seed,
         use_ema=not a.no_ema, device=a.device,
-        train_frames=not a.no_train_frames, infill=not a.no_infill,
+        train_frames=not a.no_train_frames, infill=not a.no_infill, expected=not a.no_expected,
     ))
 
 

@@ -295,7 +295,8 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
                    infill_guidance_scale: float = DEFAULT_INFILL_GUIDANCE,
                    scheduler: str = DEFAULT_SAMPLER, batch_size: int = 8,
                    max_genes: int | None = None, seed: int = 0, use_ema: bool = True,
-                   train_frames: bool = True, infill: bool = True, device=None,
+                   train_frames: bool = True, infill: bool = True, expected: bool = True,
+                   device=None,
                    progress: bool = True) -> dict:
     """Score a trained model on the held-out frames of ``dataset`` against the baselines.
 
@@ -308,6 +309,9 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     ``infill``: models with in-filling context are also scored as ``model_infill``: the
     held-out frames generated from the gene's observed frames (one more sampling pass, at
     ``infill_guidance_scale``; ``guidance_scale`` is the gene-only pass's).
+    ``expected``: also score the expected expression, ``model_expected`` (and
+    ``model_infill_expected``): the same passes with one sampler step, whose output is the
+    network's clean estimate from pure noise (the posterior mean; no sampling noise).
     Writes ``metrics.json`` (per frame, per method; summaries in the layout of
     :mod:`videogene.tl.evaluate`; protocol; settings), ``train_frames.json``, ``report.md``
     and the PNG plots to ``out_dir`` and returns a JSON-able summary: ``{"out", "files",
@@ -379,7 +383,9 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
               f"samples x {num_inference_steps} steps x {len(passes)} pass(es) "
               f"({' + '.join(passes)}, guidance {' / '.join(f'{s:g}' for s in scales)}): "
               f"{per_pass * len(passes)} videos of {len(timepoints)} frames, {calls} network "
-              "calls (a guided step is 2)", file=sys.stderr, flush=True)
+              "calls (a guided step is 2)"
+              + (f", + {len(passes)} one-step expected-expression pass(es)" if expected else ""),
+              file=sys.stderr, flush=True)
     videos = generate_videos(pipe, genes, timepoints, masks, meta, num_samples=num_samples,
                              num_inference_steps=num_inference_steps,
                              guidance_scale=guidance_scale, scheduler=scheduler,
@@ -394,6 +400,17 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
                                    context="observed", dataset=dataset)
         scored["model_infill"] = frames_from_videos(infilled, frames, timepoints)
         del infilled
+    expected_videos = None
+    if expected:  # one step from pure noise: the network's clean estimate (posterior mean)
+        kw = dict(num_samples=num_samples, num_inference_steps=1, scheduler=scheduler,
+                  batch_size=batch_size, seed=seed, progress=progress)
+        expected_videos = generate_videos(pipe, genes, timepoints, masks, meta,
+                                          guidance_scale=guidance_scale, **kw)
+        scored["model_expected"] = frames_from_videos(expected_videos, frames, timepoints)
+        if "model_infill" in scored:
+            scored["model_infill_expected"] = frames_from_videos(generate_videos(
+                pipe, genes, timepoints, masks, meta, guidance_scale=infill_guidance_scale,
+                context="observed", dataset=dataset, **kw), frames, timepoints)
     records = score_methods(fs, scored, data_range=ranges, progress=progress)
     summary = summarize_methods(records)
     summary["by_gene_set"] = summarize_gene_sets(records, sets)
@@ -402,7 +419,11 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     train_records = None
     if train_fs is not None and train_fs.frames:
         train_gen = frames_from_videos(videos, train_fs.frames, timepoints)
-        train_records = score_methods(train_fs, {"model": train_gen}, data_range=ranges,
+        train_scored = {"model": train_gen}
+        if expected_videos is not None:
+            train_scored["model_expected"] = frames_from_videos(expected_videos, train_fs.frames,
+                                                                timepoints)
+        train_records = score_methods(train_fs, train_scored, data_range=ranges,
                                       progress=progress, desc="scoring training frames")
         tf = {"timepoints": sorted({t for _, t in train_fs.frames}),
               "n_frames": len(train_records),
@@ -411,7 +432,7 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
             tf["vs_truth"] = {"by_gene_set": summarize_gene_sets(
                 train_records, sets, reference="mean_image", key="vs_truth")}
         summary["train_frames"] = tf
-    del videos
+    del videos, expected_videos
     summary["headline"] = headline(summary, records, sets)
 
     protocol = {
@@ -444,7 +465,7 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
                 "infill_guidance_scale": infill_guidance_scale, "scheduler": scheduler,
                 "batch_size": batch_size, "max_genes": max_genes,
                 "seed": seed, "use_ema": use_ema, "train_frames": train_frames,
-                "infill": "model_infill" in scored,
+                "infill": "model_infill" in scored, "expected": "model_expected" in scored,
                 "device": str(getattr(pipe, "device", device))}
     result = {"protocol": protocol, "settings": settings, "summary": summary, "records": records,
               "train_records": train_records, "gene_sets": sets}

@@ -68,6 +68,10 @@ METHOD_LABELS: dict[str, str] = {
     "model_per_sample": "model (per sample)",
     "model_infill": "model in-filled from observed frames (mean of samples)",
     "model_infill_per_sample": "model in-filled (per sample)",
+    "model_expected": "model expected expression (one-step posterior mean, mean of samples)",
+    "model_expected_per_sample": "model expected expression (per sample)",
+    "model_infill_expected": "model in-filled expected expression (one-step, mean of samples)",
+    "model_infill_expected_per_sample": "model in-filled expected expression (per sample)",
     "nearest": "nearest observed time",
     "linear": "linear interpolation",
     "mean_image": "mean over observed times",
@@ -76,7 +80,8 @@ METHOD_LABELS: dict[str, str] = {
 }
 
 #: Methods scored on training frames (observed time points).
-TRAIN_FRAME_METHODS = ("model", "model_per_sample", "mean_image", "truth", "replicate")
+TRAIN_FRAME_METHODS = ("model", "model_per_sample", "model_expected", "model_expected_per_sample",
+                       "mean_image", "truth", "replicate")
 
 #: Not model methods: what the model is compared with.
 _REFERENCE_METHODS = (*OBSERVED_BASELINES, "truth", "replicate")
