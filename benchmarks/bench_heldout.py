@@ -35,6 +35,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import markdown_table, peak_rss_gib, report  # noqa: E402
 
+from videogene.pipelines.samplers import DEFAULT_GUIDANCE, DEFAULT_INFILL_GUIDANCE  # noqa: E402
+
 
 def headline_rows(h: dict, labels: dict) -> list[dict]:
     """One row per method of the evaluation's headline: median Pearson, RMSE and SSIM on the
@@ -69,9 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="extra train.py override; repeat for several")
     p.add_argument("--num-samples", type=int, default=None, help="samples per gene (4)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (25)")
-    p.add_argument("--guidance", type=float, default=2.0, help="guidance scale (2.0)")
-    p.add_argument("--infill-guidance", type=float, default=1.0,
-                   help="guidance scale of the in-filled pass (1.0)")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help=f"guidance scale ({DEFAULT_GUIDANCE:g})")
+    p.add_argument("--infill-guidance", type=float, default=DEFAULT_INFILL_GUIDANCE,
+                   help=f"guidance scale of the in-filled pass ({DEFAULT_INFILL_GUIDANCE:g})")
     p.add_argument("--max-genes", type=int, default=None, help="evaluate at most N genes")
     p.add_argument("--device", default=None, help="evaluation device (default: best)")
     p.add_argument("--seed", type=int, default=0, help="seed for atlas, training and sampling (0)")

@@ -39,6 +39,7 @@ from .samplers import (  # noqa: F401 (re-exported)
     SAMPLERS,
     check_sampler,
     default_guidance,
+    is_infill,
 )
 
 logger = get_logger(__name__)
@@ -404,7 +405,7 @@ class VideoGenePipeline(DiffusionPipeline):
         if guidance_scale is None:
             guidance_scale = default_guidance(
                 context if context_frames is None else "frames")
-        if context is not None and not (isinstance(context, str) and context == "none"):
+        if is_infill(context):
             if context_frames is not None:
                 raise InputError("context and context_frames: give one of them")
             return self._sample_with_context(

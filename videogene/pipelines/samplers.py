@@ -32,11 +32,15 @@ DEFAULT_GUIDANCE: float = 2.0
 DEFAULT_INFILL_GUIDANCE: float = 1.0
 
 
+def is_infill(context) -> bool:
+    """Whether a ``context`` argument asks for in-filling (anything but None or ``"none"``)."""
+    return context is not None and not (isinstance(context, str) and context == "none")
+
+
 def default_guidance(context=None) -> float:
-    """:data:`DEFAULT_INFILL_GUIDANCE` when ``context`` asks for in-filling (anything but None
-    or ``"none"``), else :data:`DEFAULT_GUIDANCE`."""
-    infill = context is not None and not (isinstance(context, str) and context == "none")
-    return DEFAULT_INFILL_GUIDANCE if infill else DEFAULT_GUIDANCE
+    """:data:`DEFAULT_INFILL_GUIDANCE` when ``context`` asks for in-filling (:func:`is_infill`),
+    else :data:`DEFAULT_GUIDANCE`."""
+    return DEFAULT_INFILL_GUIDANCE if is_infill(context) else DEFAULT_GUIDANCE
 
 
 def check_sampler(name: str, *, what: str = "sampler") -> str:
