@@ -101,6 +101,14 @@ def test_generate_bad_sampler_settings(flag, value, expected, tiny_export_dir, t
             str(out)], capsys, expected, absent=out)
 
 
+@pytest.mark.parametrize("flag", ["--guidance", "--infill-guidance"])
+def test_evaluate_bad_guidance_names_its_option(flag, tiny_export_dir, tiny_dataset, tmp_path,
+                                                 capsys):
+    out = tmp_path / "ev"
+    _fails(["evaluate", "--model", str(tiny_export_dir), "--dataset", str(tiny_dataset), flag,
+            "-1", "--out", str(out)], capsys, f"{flag}: must be >= 0", absent=out)
+
+
 def test_generate_unknown_gene_leaves_nothing(tiny_export_dir, tmp_path, capsys):
     out = tmp_path / "gen"
     _fails(["generate", "--model", str(tiny_export_dir), "--gene", "NoSuchGene", "--out",

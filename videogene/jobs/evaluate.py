@@ -325,9 +325,8 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     t0 = time.time()
     check_output_dir(out_dir)
     check_sampling_args(num_samples=num_samples, num_inference_steps=num_inference_steps,
-                        guidance_scale=guidance_scale, batch_size=batch_size)
-    check_sampling_args(num_samples=num_samples, num_inference_steps=num_inference_steps,
-                        guidance_scale=infill_guidance_scale, batch_size=batch_size)
+                        guidance_scale=guidance_scale, batch_size=batch_size,
+                        infill_guidance_scale=infill_guidance_scale)
     if max_genes is not None and max_genes < 1:
         raise InputError(f"max_genes: must be >= 1, got {max_genes}")
     if scheduler not in _SAMPLERS:

@@ -73,14 +73,15 @@ def resolve_sampler(sampler: str | None, scheduler: str | None, *, default: str 
 
 
 def check_sampling_args(*, num_samples: int, num_inference_steps: int, guidance_scale: float,
-                        batch_size: int) -> None:
+                        batch_size: int, infill_guidance_scale: float | None = None) -> None:
     """One-line errors for sampler settings, before a model is loaded."""
     for name, value in (("--num-samples", num_samples), ("--steps", num_inference_steps),
                         ("--batch-size", batch_size)):
         if int(value) < 1:
             raise InputError(f"{name}: must be >= 1, got {value}")
-    if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
-        raise InputError(f"--guidance: must be >= 0 (1 = no guidance), got {guidance_scale}")
+    for name, value in (("--guidance", guidance_scale), ("--infill-guidance", infill_guidance_scale)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{name}: must be >= 0 (1 = no guidance), got {value}")
 
 
 def warn_outside_trained_range(timepoints: Sequence[float], trained: Sequence[float], *,
