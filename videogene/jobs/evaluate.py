@@ -473,8 +473,11 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     for k in _pick_examples(records, prefer=set(sets["spatial"])):
         panels = {"real": fs.real[k], "generated (mean)": generated[k].mean(0),
                   "generated (sample 1)": generated[k][0]}
-        if "model_infill" in scored:
-            panels["generated, in-filled (mean)"] = scored["model_infill"][k].mean(0)
+        for name, label in (("model_infill", "generated, in-filled (mean)"),
+                            ("model_expected", "expected"),
+                            ("model_infill_expected", "expected, in-filled")):
+            if name in scored:
+                panels[label] = scored[name][k].mean(0)
         for m in ("nearest", "linear", "mean_image", "truth", "replicate"):
             if m in fs.methods and fs.methods[m][k] is not None:
                 panels[m.replace("_", " ")] = fs.methods[m][k]
