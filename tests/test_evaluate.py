@@ -177,6 +177,12 @@ def test_metrics_json_layout(evaluated, tiny_dataset_holdout, tiny_synth_config)
     assert dom["replicate"]["pearson"]["median"] < 1.0
     assert s["by_gene_set"]["domain"]["methods"]["truth"]["pearson"]["median"] > (
         s["by_gene_set"]["domain"]["methods"]["replicate"]["pearson"]["median"])
+    # a perfect sampler (new count draws of the real slice): its mean of draws is closer to the
+    # truth than one draw; it is a reference, not a model method
+    assert dom["redraw"]["pearson"]["median"] > dom["redraw_per_sample"]["pearson"]["median"]
+    assert dom["redraw"]["rmse"]["median"] < dom["redraw_per_sample"]["rmse"]["median"]
+    assert "redraw" not in summary["headline"]["comparisons"]
+    assert metrics["protocol"]["redraw"].startswith("2 new count draws")
     train_records = json.loads((out / "train_frames.json").read_text())["records"]
     assert len(train_records) == s["train_frames"]["n_frames"] == 3 * len(meta["genes"])
     assert {r["timepoint"] for r in train_records} == {9.5, 10.5, 12.5}

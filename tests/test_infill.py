@@ -153,3 +153,42 @@ def test_guidance_default_depends_on_context(pipe, tiny_dataset, context, want):
     out = pipe([gene], [11.0], num_samples=1, num_inference_steps=2, generator=gen,
                progress=False, output_type="anndata", context=context, dataset=tiny_dataset)
     assert out.trajectories.uns["videogene"]["guidance_scale"] == want
+
+
+def test_generate_videos_reads_the_context_once_with_the_same_result(pipe, tiny_dataset_holdout,
+                                                                      monkeypatch):
+    """The evaluation's in-filled pass reads every gene's observed frames once and passes them
+    as arrays: the videos are those of calling the pipeline with context="observed" per chunk."""
+    import videogene.pipelines.context as ctx
+    from videogene.data import load_masks, load_metadata
+    from videogene.data.holdout import reference_slice
+    from videogene.tl.heldout import generate_videos
+
+    meta = load_metadata(tiny_dataset_holdout)
+    masks = load_masks(tiny_dataset_holdout)
+    # requested: an observed day and the held-out one (generated); the context video also spans
+    # the other observed days (cv.requested picks the requested frames out of it)
+    held = float(meta["holdout"]["timepoints"][0])
+    before = max(float(t) for t in meta["timepoints"] if float(t) < held)
+    genes, times = list(meta["genes"][:3]), [before, held]
+    reads = []
+    real = ctx.observed_context
+    monkeypatch.setattr(ctx, "observed_context", lambda *a, **k: reads.append(a[1]) or real(*a, **k))
+    kw = dict(num_samples=2, num_inference_steps=2, guidance_scale=1.0, batch_size=4, seed=5,
+              progress=False)
+    videos = generate_videos(pipe, genes, times, masks, meta, context="observed",
+                             dataset=tiny_dataset_holdout, **kw)
+    assert reads == [genes]  # one read for all genes, not one per chunk of 2
+    monkeypatch.setattr(ctx, "observed_context", real)
+    video_masks = np.stack([masks[reference_slice(meta, t)] for t in times])
+    for c, chunk in enumerate([genes[:2], genes[2:]]):
+        out = pipe(chunk, times, num_samples=2, num_inference_steps=2, guidance_scale=1.0,
+                   generator=torch.Generator("cpu").manual_seed(5 + c), output_type="np",
+                   masks=video_masks, batch_size=4, progress=False, context="observed",
+                   dataset=tiny_dataset_holdout)
+        for j, g in enumerate(chunk):
+            assert videos[g].shape == (2, 2, 16, 16)
+            np.testing.assert_allclose(videos[g], out.trajectories[j], rtol=1e-5, atol=1e-6)
+            assert not np.allclose(videos[g][0, 1], videos[g][1, 1])  # held-out day: sampled
+    with pytest.raises(InputError, match="context 'frames'"):
+        generate_videos(pipe, genes, times, masks, meta, context="frames", **kw)

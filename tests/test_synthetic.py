@@ -10,7 +10,13 @@ import pytest
 import scipy.sparse as sp
 
 from videogene.cli import main
-from videogene.data.synthetic import SynthConfig, expected_expression, make_atlas, write_atlas
+from videogene.data.synthetic import (
+    SynthConfig,
+    expected_expression,
+    make_atlas,
+    redraw_expression,
+    write_atlas,
+)
 from videogene.errors import InputError
 
 SMALL = dict(n_genes=120, timepoints=(9.5, 10.5, 11.5, 12.5), slices_per_timepoint=2,
@@ -169,6 +175,36 @@ def test_expected_expression_unsampled_time(small_cfg):
         expected_expression(small_cfg, 12.0, genes=["NotAGene"])
     with pytest.raises(InputError, match="timepoint"):
         expected_expression(small_cfg, -1.0)
+
+
+def test_redraw_expression_is_the_atlas_slice_with_new_count_noise(small_atlas, small_cfg):
+    a = small_atlas
+    mask = (a.obs["slice"] == "E11.5_s2").to_numpy()
+    obs_x = a.X[mask].toarray()
+    draws = redraw_expression(small_cfg, 11.5, slice_index=1, n_draws=24, seed=5)
+    assert len(draws) == 24 and draws[0].shape == obs_x.shape and draws[0].X.dtype == np.float32
+    assert np.allclose(draws[0].obsm["spatial"], a.obsm["spatial"][mask])
+    x = np.stack([d.X for d in draws])  # (draws, bins, genes)
+    assert not np.array_equal(x[0], x[1]) and not np.array_equal(x[0], obs_x)
+    # same noise model as the atlas: per-gene means and zero fractions agree with the atlas slice
+    assert np.abs(obs_x.mean(axis=0) - x.mean(axis=(0, 1))).mean() < 0.1
+    assert np.abs((obs_x == 0).mean() - (x == 0).mean()) < 0.03
+    # the mean over draws converges to the noise-free expected expression
+    truth = expected_expression(small_cfg, 11.5, slice_index=1).X
+    one = np.corrcoef(x[0].ravel(), truth.ravel())[0, 1]
+    many = np.corrcoef(x.mean(axis=0).ravel(), truth.ravel())[0, 1]
+    assert many > 0.95 and many > one + 0.05
+    # reproducible per (seed, draw), and a gene subset is the same draw's columns
+    again = redraw_expression(small_cfg, 11.5, slice_index=1, n_draws=2, seed=5,
+                              genes=["Sox2", "Hba-x"])
+    assert np.array_equal(again[1].X, draws[1][:, ["Sox2", "Hba-x"]].X)
+    assert np.array_equal(again[1].obs["total_counts"], draws[1].obs["total_counts"])
+    other = redraw_expression(small_cfg, 11.5, slice_index=1, n_draws=1, seed=6)
+    assert not np.array_equal(other[0].X, draws[0].X)
+    with pytest.raises(InputError, match="n_draws"):
+        redraw_expression(small_cfg, 11.5, n_draws=0)
+    with pytest.raises(InputError, match="redraw_expression: unknown gene"):
+        redraw_expression(small_cfg, 11.5, genes=["NotAGene"])
 
 
 @pytest.mark.parametrize("kw, match", [

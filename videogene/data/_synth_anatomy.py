@@ -182,7 +182,7 @@ def _rng(seed: int, stream: int, t: float, k: int, *extra: int) -> np.random.Gen
     return np.random.default_rng(np.random.SeedSequence([seed, stream, tkey, k, *extra]))
 
 
-STREAM_GEOMETRY, STREAM_SCATTER, STREAM_LIBRARY, STREAM_COUNTS = 1, 2, 3, 4
+STREAM_GEOMETRY, STREAM_SCATTER, STREAM_LIBRARY, STREAM_COUNTS, STREAM_REDRAW = 1, 2, 3, 4, 5
 
 
 def slice_rng(seed: int, stream: int, t: float, k: int, *extra: int) -> np.random.Generator:

@@ -17,6 +17,7 @@ truth at any time and reproduces the exact bins of any atlas slice.
     >>> adata = make_atlas(cfg)                          # in memory
     >>> summary = write_atlas(cfg, "runs/synth")         # atlas.h5ad + atlas_preview.png
     >>> truth = expected_expression(cfg, 12.0, slice_index=0, genes=["Sox2", "Hba-x"])
+    >>> draws = redraw_expression(cfg, 12.0, genes=["Sox2"], n_draws=4)  # new count noise
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ._synth_anatomy import (
     MESENCHYME,
     STREAM_COUNTS,
     STREAM_LIBRARY,
+    STREAM_REDRAW,
     STREAM_SCATTER,
     Anatomy,
     SliceGeometry,
@@ -49,8 +51,8 @@ from ._synth_anatomy import (
 )
 from ._synth_programs import KINDS, Program, build_programs, profile_value, spatial_patterns
 
-__all__ = ["SynthConfig", "make_atlas", "write_atlas", "expected_expression", "gene_table",
-           "slice_names"]
+__all__ = ["SynthConfig", "make_atlas", "write_atlas", "expected_expression",
+           "redraw_expression", "gene_table", "slice_names"]
 
 logger = get_logger("videogene.data.synthetic")
 
@@ -600,6 +602,32 @@ def _nb_expected_log1p(mean: np.ndarray, theta: np.ndarray, c: np.ndarray,
     return acc
 
 
+def _slice_query(config, timepoint, slice_index, genes, where: str):
+    """Checked arguments of one slice's query: ``(cfg, model, var, t, cols)``."""
+    cfg = _resolve_config(config)
+    try:
+        t = float(timepoint)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: timepoint {timepoint!r} is not a number") from None
+    if not math.isfinite(t) or t <= 0:
+        raise InputError(f"{where}: timepoint must be a positive day, got {t}")
+    if int(slice_index) != slice_index or slice_index < 0:
+        raise InputError(f"{where}: slice_index must be >= 0, got {slice_index}")
+    model = _Model(cfg)
+    var = _var_frame(model.genes)
+    if genes is None:
+        cols = np.arange(cfg.n_genes)
+    else:
+        genes = [genes] if isinstance(genes, str) else list(genes)
+        pos = pd.Series(np.arange(cfg.n_genes), index=var.index)
+        missing = [g for g in genes if g not in pos.index]
+        if missing:
+            raise InputError(f"{where}: unknown gene(s) {missing[:5]}"
+                             f"{' ...' if len(missing) > 5 else ''}")
+        cols = pos.loc[genes].to_numpy()
+    return cfg, model, var, t, cols
+
+
 def expected_expression(config, timepoint: float, *, slice_index: int = 0,
                         genes: Sequence[str] | None = None, mode: str = "mean"):
     """Noise-free expected log-expression of one slice at any time (docs/design.md §1).
@@ -614,29 +642,10 @@ def expected_expression(config, timepoint: float, *, slice_index: int = 0,
     """
     import anndata as ad
 
-    cfg = _resolve_config(config)
-    try:
-        t = float(timepoint)
-    except (TypeError, ValueError):
-        raise InputError(f"expected_expression: timepoint {timepoint!r} is not a number") from None
-    if not math.isfinite(t) or t <= 0:
-        raise InputError(f"expected_expression: timepoint must be a positive day, got {t}")
-    if int(slice_index) != slice_index or slice_index < 0:
-        raise InputError(f"expected_expression: slice_index must be >= 0, got {slice_index}")
     if mode not in ("mean", "rate"):
         raise InputError(f"expected_expression: mode must be 'mean' or 'rate', got {mode!r}")
-    model = _Model(cfg)
-    var = _var_frame(model.genes)
-    if genes is None:
-        cols = np.arange(cfg.n_genes)
-    else:
-        genes = [genes] if isinstance(genes, str) else list(genes)
-        pos = pd.Series(np.arange(cfg.n_genes), index=var.index)
-        missing = [g for g in genes if g not in pos.index]
-        if missing:
-            raise InputError(f"expected_expression: unknown gene(s) {missing[:5]}"
-                             f"{' ...' if len(missing) > 5 else ''}")
-        cols = pos.loc[genes].to_numpy()
+    cfg, model, var, t, cols = _slice_query(config, timepoint, slice_index, genes,
+                                            "expected_expression")
     sm = model.slice(t, int(slice_index))
     n = len(sm.library)
     x = np.empty((n, len(cols)), dtype=np.float32)
@@ -657,4 +666,48 @@ def expected_expression(config, timepoint: float, *, slice_index: int = 0,
     out.uns["expected"] = {"timepoint": t, "slice_index": int(slice_index), "mode": mode,
                            "sampled": bool(any(abs(t - s) < 1e-9 for s in cfg.timepoints)
                                            and slice_index < cfg.slices_per_timepoint)}
+    return out
+
+
+def redraw_expression(config, timepoint: float, *, slice_index: int = 0,
+                      genes: Sequence[str] | None = None, n_draws: int = 1, seed: int = 0):
+    """Independent count draws of one slice: what a faithful generative model would sample.
+
+    The slice is that of :func:`expected_expression` (same bins, plane, library sizes); only the
+    count noise is drawn again, from its own random stream (``seed``, draw index), so the draws
+    are reproducible, independent of each other and of the atlas's own counts. Each draw is
+    normalized like the atlas (normalize_total over *all* genes + log1p, clipped).
+    The mean of ``n`` draws is what the mean of ``n`` samples of a model that had learned the
+    data distribution exactly scores against the truth (the evaluation's ``redraw``).
+    Returns a list of ``n_draws`` AnnData with the layout of :func:`expected_expression`
+    (dense float32 ``X``, ``obs["total_counts"]`` of the draw).
+    """
+    import anndata as ad
+
+    if int(n_draws) != n_draws or n_draws < 1:
+        raise InputError(f"redraw_expression: n_draws must be >= 1, got {n_draws}")
+    cfg, model, var, t, cols = _slice_query(config, timepoint, slice_index, genes,
+                                            "redraw_expression")
+    sm = model.slice(t, int(slice_index))
+    n = len(sm.library)
+    out = []
+    for d in range(int(n_draws)):
+        x = np.zeros((n, len(cols)), dtype=np.float64)
+        totals = np.zeros(n, dtype=np.float64)
+        for b, start in enumerate(range(0, cfg.n_genes, cfg.gene_block)):
+            block = np.arange(start, min(start + cfg.gene_block, cfg.n_genes))
+            mean = model.relative_rate(sm, block) * sm.library[:, None]
+            rng = slice_rng(cfg.seed, STREAM_REDRAW, t, int(slice_index), int(seed), d, b)
+            counts = _sample_nb(mean, model.genes.theta[block], rng)
+            totals += counts.sum(axis=1)
+            j = np.flatnonzero((cols >= block[0]) & (cols <= block[-1]))
+            x[:, j] = counts[:, cols[j] - block[0]]
+        scale = np.divide(cfg.target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+        x = np.minimum(np.log1p(x * scale[:, None]), cfg.max_value).astype(np.float32)
+        a = ad.AnnData(X=x, obs=_obs_frame(sm, totals), var=var.iloc[cols].copy())
+        a.obsm["spatial"] = sm.geom.spatial.copy()
+        a.uns["synthetic"] = cfg.to_dict()
+        a.uns["redraw"] = {"timepoint": t, "slice_index": int(slice_index), "seed": int(seed),
+                           "draw": d}
+        out.append(a)
     return out

@@ -46,6 +46,7 @@ from ..tl.heldout import (
     generate_videos,
     heldout_expression,
     heldout_frames,
+    redraw_frames,
     select_genes,
     set_definitions,
     ssim_data_ranges,
@@ -410,6 +411,9 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
             scored["model_infill_expected"] = frames_from_videos(generate_videos(
                 pipe, genes, timepoints, masks, meta, guidance_scale=infill_guidance_scale,
                 context="observed", dataset=dataset, **kw), frames, timepoints)
+    if "truth" in fs.methods:  # what a model that had learned the data exactly would score
+        scored["redraw"] = redraw_frames(fs, meta, n_draws=num_samples, seed=seed,
+                                         progress=progress)
     records = score_methods(fs, scored, data_range=ranges, progress=progress)
     summary = summarize_methods(records)
     summary["by_gene_set"] = summarize_gene_sets(records, sets)
@@ -422,6 +426,9 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
         if expected_videos is not None:
             train_scored["model_expected"] = frames_from_videos(expected_videos, train_fs.frames,
                                                                 timepoints)
+        if "truth" in train_fs.methods:
+            train_scored["redraw"] = redraw_frames(train_fs, meta, n_draws=num_samples,
+                                                   seed=seed, progress=progress)
         train_records = score_methods(train_fs, train_scored, data_range=ranges,
                                       progress=progress, desc="scoring training frames")
         tf = {"timepoints": sorted({t for _, t in train_fs.frames}),
@@ -449,6 +456,8 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
         "noise_floor": "second slice of the held-out time point" if "replicate" in fs.methods else None,
         "truth": ("synthetic expected expression on the reference slice, rasterized with its "
                   "recorded transform" if "truth" in fs.methods else None),
+        "redraw": (f"{num_samples} new count draws of the reference slice (same bins and "
+                   "library sizes), scored like samples" if "truth" in fs.methods else None),
         "timepoint_image": "per-pixel mean over the time point's slices covering the pixel",
         "train_frames": None if train_records is None else {
             "timepoints": summary["train_frames"]["timepoints"],
@@ -473,6 +482,8 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     for k in _pick_examples(records, prefer=set(sets["spatial"])):
         panels = {"real": fs.real[k], "generated (mean)": generated[k].mean(0),
                   "generated (sample 1)": generated[k][0]}
+        if "redraw" in scored:  # one sample of a perfect sampler, beside the model's sample 1
+            panels["count redraw (one draw)"] = scored["redraw"][k][0]
         for name, label in (("model_infill", "generated, in-filled (mean)"),
                             ("model_expected", "expected"),
                             ("model_infill_expected", "expected, in-filled")):

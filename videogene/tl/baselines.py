@@ -20,6 +20,9 @@ baselines less noisy than any single slice, i.e. stronger. The baselines:
   independent measurement of the same frame; only where the time point has two slices.
 - ``truth`` (ceiling, synthetic atlas only): the noise-free expected expression of the
   reference slice put on that slice's canvas (:func:`synthetic_truth`).
+- ``redraw`` (synthetic atlas only): new count draws of the reference slice on the same canvas
+  (:func:`synthetic_redraws`), scored like a model's samples: what a model that had learned the
+  data distribution exactly would score, per sample and as the mean of as many samples.
 
 On training (observed) frames :func:`observed_frame_baselines` gives ``mean_image`` over the
 *other* observed time points and ``replicate``. Every baseline works in expression units on
@@ -174,18 +177,47 @@ def synthetic_truth(meta: Mapping, timepoint: float, slice_index: int, genes: Se
     (``meta["slices"][slice_index]["transform"]``) with :func:`videogene.pp.rasterize`, so
     the truth lies on exactly the canvas of the real frame. Returns ``{gene: (H, W)}``.
     """
-    if "synthetic" not in meta:
-        raise InputError("synthetic truth: the dataset metadata has no 'synthetic' config "
-                         "(only the built-in synthetic atlas has a known truth)")
     from ..data.synthetic import expected_expression
+
+    _require_synthetic(meta, "synthetic truth")
+    adata = expected_expression(dict(meta["synthetic"]), float(timepoint),
+                                slice_index=within_timepoint, genes=list(genes))
+    return _on_canvas(adata, meta, slice_index, list(genes))
+
+
+def synthetic_redraws(meta: Mapping, timepoint: float, slice_index: int, genes: Sequence[str],
+                      *, n_draws: int, within_timepoint: int = 0, seed: int = 0
+                      ) -> dict[str, np.ndarray]:
+    """``n_draws`` independent count draws of the slice of :func:`synthetic_truth`, on its canvas.
+
+    :func:`videogene.data.synthetic.redraw_expression` (same bins and library sizes, new count
+    noise), rasterized like the truth. Returns ``{gene: (n_draws, H, W)}`` float32: the samples a
+    generative model that had learned the data distribution exactly would produce (``redraw``).
+    """
+    from ..data.synthetic import redraw_expression
+
+    _require_synthetic(meta, "count redraw")
+    draws = redraw_expression(dict(meta["synthetic"]), float(timepoint),
+                              slice_index=within_timepoint, genes=list(genes),
+                              n_draws=n_draws, seed=seed)
+    canv = [_on_canvas(a, meta, slice_index, list(genes)) for a in draws]
+    return {g: np.stack([c[g] for c in canv]).astype(np.float32) for g in genes}
+
+
+def _require_synthetic(meta: Mapping, what: str) -> None:
+    if "synthetic" not in meta:
+        raise InputError(f"{what}: the dataset metadata has no 'synthetic' config "
+                         "(only the built-in synthetic atlas has a known truth)")
+
+
+def _on_canvas(adata, meta: Mapping, slice_index: int, genes: list[str]) -> dict[str, np.ndarray]:
+    """``adata`` put on the canvas of slice ``slice_index`` with its recorded transform."""
     from ..pp import rasterize
 
-    adata = expected_expression(dict(meta["synthetic"]), float(timepoint), slice_index=within_timepoint,
-                                genes=list(genes))
     res = int(meta["resolution"])
     raster = rasterize(adata, resolution=res, transform=meta["slices"][slice_index]["transform"],
                        copy=True)
-    return _canvases_from_raster(raster, list(genes), res)
+    return _canvases_from_raster(raster, genes, res)
 
 
 def _canvases_from_raster(raster: Mapping, genes: list[str], res: int) -> dict[str, np.ndarray]:

@@ -7,7 +7,9 @@ model and writes the report folder is :func:`videogene.jobs.evaluate.evaluate_mo
 
 Each frame is scored (:func:`score_methods`, metrics of :mod:`videogene.tl.metrics`) per
 method: generated sample stacks as the mean of the samples (``model``) and per sample
-(``model_per_sample``, averaged), baselines, the truth and the replicate as single images.
+(``model_per_sample``, averaged), baselines, the truth and the replicate as single images; on the
+synthetic atlas ``redraw`` (new count draws of the real slice, as many as samples) is scored like
+samples: the score of a model that had learned the data distribution exactly.
 Summaries are the median and mean over frames. Three views of the same generated videos:
 
 - against the real slice of the held-out frames (``summary.by_gene_set``);
@@ -76,15 +78,17 @@ METHOD_LABELS: dict[str, str] = {
     "linear": "linear interpolation",
     "mean_image": "mean over observed times",
     "truth": "truth (ceiling)",
+    "redraw": "count redraw of the real slice (a perfect sampler, mean of draws)",
+    "redraw_per_sample": "count redraw (a perfect sampler, per draw)",
     "replicate": "second slice (noise floor)",
 }
 
 #: Methods scored on training frames (observed time points).
 TRAIN_FRAME_METHODS = ("model", "model_per_sample", "model_expected", "model_expected_per_sample",
-                       "mean_image", "truth", "replicate")
+                       "mean_image", "truth", "redraw", "redraw_per_sample", "replicate")
 
 #: Not model methods: what the model is compared with.
-_REFERENCE_METHODS = (*OBSERVED_BASELINES, "truth", "replicate")
+_REFERENCE_METHODS = (*OBSERVED_BASELINES, "truth", "redraw", "replicate")
 
 #: Metrics of the headline; the first two are the main ones (wins and losses stated).
 HEADLINE_METRICS = ("pearson", "rmse", "ssim")

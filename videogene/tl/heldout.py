@@ -17,7 +17,9 @@ Baselines (:mod:`videogene.tl.baselines`) are computed from the gene's observed 
 same code on the same frames, in expression units (:func:`collect_reference_frames`,
 :func:`collect_train_frames` for the observed time points); on the synthetic atlas the
 noise-free expected expression of the reference slice, rasterized exactly like the data
-(``truth``), is the ceiling. SSIM uses each gene's ``meta["gene_scale"]`` as its data range
+(``truth``), is the ceiling, and new count draws of that slice (``redraw``,
+:func:`redraw_frames`), scored like samples, are what a perfect generative model would score.
+SSIM uses each gene's ``meta["gene_scale"]`` as its data range
 when the dataset has one, else ``value_max`` (:func:`ssim_data_ranges`).
 
 Gene sets (:func:`gene_sets`): ``all``, ``spatial`` (the dataset's
@@ -56,6 +58,7 @@ from .baselines import (
     compute_baselines,
     linear_is_interpolating,
     observed_frame_baselines,
+    synthetic_redraws,
     synthetic_truth,
 )
 from .metrics import ZERO_THRESHOLD
@@ -73,6 +76,7 @@ __all__ = [
     "heldout_expression",
     "collect_reference_frames",
     "collect_train_frames",
+    "redraw_frames",
     "generate_videos",
     "frames_from_videos",
     "generate_frames",
@@ -325,6 +329,25 @@ def _add_truth(fs: FrameSet, meta: Mapping, *, progress: bool) -> None:
                                               0.0).astype(np.float32)
 
 
+def redraw_frames(fs: FrameSet, meta: Mapping, *, n_draws: int, seed: int = 0,
+                  progress: bool = True) -> list[np.ndarray]:
+    """``(n_draws, H, W)`` float32 per frame of ``fs``: new count draws of each frame's reference
+    slice (:func:`~videogene.tl.baselines.synthetic_redraws`, synthetic atlas only), 0 outside
+    its tissue. Scored like a model's samples, they are what a model that had learned the data
+    distribution exactly would score (the evaluation's ``redraw``)."""
+    out: list = [None] * len(fs.frames)
+    by_t: dict[float, list[int]] = {}
+    for k, (_, t) in enumerate(fs.frames):
+        by_t.setdefault(t, []).append(k)
+    for t, ks in tqdm(by_t.items(), desc="count redraws", disable=not progress):
+        genes_t = list(dict.fromkeys(fs.frames[k][0] for k in ks))
+        canv_t = synthetic_redraws(meta, t, reference_slice(meta, t), genes_t, n_draws=n_draws,
+                                   within_timepoint=0, seed=seed)
+        for k in ks:
+            out[k] = np.where(fs.masks[k][None], canv_t[fs.frames[k][0]], 0.0).astype(np.float32)
+    return out
+
+
 def _check_canvases(dataset_dir, g: str, canv: np.ndarray, masks: np.ndarray) -> np.ndarray:
     canv = np.asarray(canv)
     if canv.shape != masks.shape:
@@ -443,19 +466,32 @@ def generate_videos(pipe, genes: Sequence[str], timepoints: Sequence[float], mas
     per_call = max(1, batch_size // max(1, num_samples))
     chunks = [genes[i:i + per_call] for i in range(0, len(genes), per_call)]
     generated: dict[str, np.ndarray] = {}
-    extra = {} if context == "none" else {"context": context, "dataset": dataset}
+    call_times, call_masks, keep, given = times, video_masks, slice(None), None
+    if context != "none":
+        from ..pipelines.context import observed_context
+
+        if context != "observed":
+            raise InputError(f"context {context!r}: expected 'none' or 'observed'")
+        # every gene's observed frames read once, then passed per call as (genes, T, H, W) arrays
+        # (NaN = not given) on the video observed_context lays out: the same ContextVideo
+        cv = observed_context(pipe, genes, times, dataset, masks=video_masks)
+        given = np.where(cv.given[:, :, None, None], cv.frames, np.nan).astype(np.float32)
+        call_times, call_masks, keep = cv.times, cv.masks, cv.requested
     bar = tqdm(total=len(genes), desc="generating" + ("" if context == "none" else " (in-filled)"),
                unit="gene", disable=not progress)
+    start = 0
     for c, chunk in enumerate(chunks):
         gen = torch.Generator("cpu").manual_seed(int(seed) + c)
-        out = pipe(chunk, times, num_samples=num_samples, num_inference_steps=num_inference_steps,
-                   guidance_scale=guidance_scale, generator=gen, output_type="np",
-                   masks=video_masks, batch_size=batch_size, progress=False, sampler=scheduler,
-                   **extra)
+        extra = {} if given is None else {"context": given[start:start + len(chunk)]}
+        out = pipe(chunk, call_times, num_samples=num_samples,
+                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                   generator=gen, output_type="np", masks=call_masks, batch_size=batch_size,
+                   progress=False, sampler=scheduler, **extra)
         traj = out.trajectories if hasattr(out, "trajectories") else out[0]
-        traj = np.asarray(traj, dtype=np.float32)  # (genes, samples, T, H, W)
+        traj = np.asarray(traj, dtype=np.float32)[:, :, keep]  # (genes, samples, T, H, W)
         for j, g in enumerate(chunk):
             generated[g] = traj[j]
+        start += len(chunk)
         bar.update(len(chunk))
     bar.close()
     return generated
