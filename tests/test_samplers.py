@@ -115,3 +115,31 @@ def test_generate_trajectories_deprecated_scheduler_keyword_still_samples(tiny_e
                                            ("frames", DEFAULT_INFILL_GUIDANCE)])
 def test_default_guidance_by_context(context, want):
     assert default_guidance(context) == want
+
+
+@pytest.mark.parametrize("sampler", ["dpmsolver++", "ddim"])
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_one_step_returns_the_clean_estimate(sampler, preset):
+    """The expected-expression readout (`model_expected`) rests on this: one sampler step from
+    pure noise lands on the network's x0 estimate, the posterior mean, with no noise added."""
+    import torch
+
+    from videogene.pipelines.pipeline_videogene import make_sampler
+    from videogene.training.config import load_config
+    from videogene.training.diffusion import make_noise_scheduler
+
+    dcfg = load_config(f"configs/{preset}.yaml").diffusion
+    train = make_noise_scheduler(dcfg)
+    s = make_sampler(train.config, sampler)
+    s.set_timesteps(1)
+    t = int(s.timesteps[0])
+    assert t == dcfg.num_train_timesteps - 1  # starts at the pure-noise end of the schedule
+    abar = train.alphas_cumprod[t].double()
+    a, sigma = abar.sqrt(), (1 - abar).sqrt()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 1, 3, 8, 8, generator=g, dtype=torch.float64) - 0.5  # inside the clip range
+    eps = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    x_t = a * x0 + sigma * eps
+    out = {"v_prediction": a * eps - sigma * x0, "epsilon": eps, "sample": x0}[dcfg.prediction_type]
+    prev = s.step(out.float(), t, x_t.float()).prev_sample
+    torch.testing.assert_close(prev.double(), x0, atol=2e-4, rtol=0)
