@@ -182,6 +182,13 @@ def test_metrics_json_layout(evaluated, tiny_dataset_holdout, tiny_synth_config)
     assert dom["redraw"]["pearson"]["median"] > dom["redraw_per_sample"]["pearson"]["median"]
     assert dom["redraw"]["rmse"]["median"] < dom["redraw_per_sample"]["rmse"]["median"]
     assert "redraw" not in summary["headline"]["comparisons"]
+    # the real slice is itself one count draw of the truth: a redraw agrees with the truth about
+    # as well as the real slice does (same slice, same noise model), frame by frame in the median
+    real_vs_truth = [r["metrics"]["truth"]["pearson"] for r in metrics["records"]]
+    draw_vs_truth = [r["vs_truth"]["redraw_per_sample"]["pearson"] for r in metrics["records"]]
+    assert abs(np.median(draw_vs_truth) - np.median(real_vs_truth)) < 0.1
+    train_records_json = json.loads((out / "train_frames.json").read_text())["records"]
+    assert all("redraw" in r["vs_truth"] for r in train_records_json)
     assert metrics["protocol"]["redraw"].startswith("2 new count draws")
     train_records = json.loads((out / "train_frames.json").read_text())["records"]
     assert len(train_records) == s["train_frames"]["n_frames"] == 3 * len(meta["genes"])

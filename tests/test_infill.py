@@ -192,3 +192,6 @@ def test_generate_videos_reads_the_context_once_with_the_same_result(pipe, tiny_
             assert not np.allclose(videos[g][0, 1], videos[g][1, 1])  # held-out day: sampled
     with pytest.raises(InputError, match="context 'frames'"):
         generate_videos(pipe, genes, times, masks, meta, context="frames", **kw)
+    alone = generate_videos(pipe, genes[:1], times, masks, meta, context=None, **kw)
+    none = generate_videos(pipe, genes[:1], times, masks, meta, context="none", **kw)
+    np.testing.assert_array_equal(alone[genes[0]], none[genes[0]])  # None means gene only

@@ -50,7 +50,7 @@ from ..data.holdout import (
 )
 from ..data.meta import DatasetMeta
 from ..errors import InputError
-from ..pipelines.samplers import DEFAULT_SAMPLER
+from ..pipelines.samplers import DEFAULT_SAMPLER, is_infill
 from ..pp._spatial import SPATIAL_AMPLITUDE_THRESHOLD
 from ..utils import get_logger
 from .baselines import (
@@ -466,23 +466,29 @@ def generate_videos(pipe, genes: Sequence[str], timepoints: Sequence[float], mas
     per_call = max(1, batch_size // max(1, num_samples))
     chunks = [genes[i:i + per_call] for i in range(0, len(genes), per_call)]
     generated: dict[str, np.ndarray] = {}
-    call_times, call_masks, keep, given = times, video_masks, slice(None), None
-    if context != "none":
+    cv = given = None
+    if is_infill(context):
         from ..pipelines.context import observed_context
 
         if context != "observed":
             raise InputError(f"context {context!r}: expected 'none' or 'observed'")
         # every gene's observed frames read once, then passed per call as (genes, T, H, W) arrays
-        # (NaN = not given) on the video observed_context lays out: the same ContextVideo
+        # (NaN = not given) on the frames a per-chunk context="observed" call would lay out
         cv = observed_context(pipe, genes, times, dataset, masks=video_masks)
         given = np.where(cv.given[:, :, None, None], cv.frames, np.nan).astype(np.float32)
-        call_times, call_masks, keep = cv.times, cv.masks, cv.requested
-    bar = tqdm(total=len(genes), desc="generating" + ("" if context == "none" else " (in-filled)"),
+    bar = tqdm(total=len(genes), desc="generating" + ("" if given is None else " (in-filled)"),
                unit="gene", disable=not progress)
     start = 0
     for c, chunk in enumerate(chunks):
         gen = torch.Generator("cpu").manual_seed(int(seed) + c)
-        extra = {} if given is None else {"context": given[start:start + len(chunk)]}
+        call_times, call_masks, keep, extra = times, video_masks, slice(None), {}
+        if cv is not None:  # the requested days and the days this chunk's genes observed
+            cols = sorted(set(cv.requested)
+                          | set(np.flatnonzero(cv.given[start:start + len(chunk)].any(0)).tolist()))
+            pos = {i: n for n, i in enumerate(cols)}
+            call_times, call_masks = [cv.times[i] for i in cols], cv.masks[cols]
+            keep = [pos[i] for i in cv.requested]
+            extra = {"context": given[start:start + len(chunk)][:, cols]}
         out = pipe(chunk, call_times, num_samples=num_samples,
                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                    generator=gen, output_type="np", masks=call_masks, batch_size=batch_size,
