@@ -119,7 +119,8 @@ def test_default_guidance_by_context(context, want):
 
 @pytest.mark.parametrize("sampler", ["dpmsolver++", "ddim"])
 @pytest.mark.parametrize("preset", ["tiny", "small"])
-def test_one_step_returns_the_clean_estimate(sampler, preset):
+@pytest.mark.parametrize("clip_range", [1.0, 3.0])  # [-1, 1] data; a centred mapping's wider bound
+def test_one_step_returns_the_clean_estimate(sampler, preset, clip_range):
     """The expected-expression readout (`model_expected`) rests on this: one sampler step from
     pure noise lands on the network's x0 estimate, the posterior mean, with no noise added."""
     import torch
@@ -130,7 +131,7 @@ def test_one_step_returns_the_clean_estimate(sampler, preset):
 
     dcfg = load_config(f"configs/{preset}.yaml").diffusion
     train = make_noise_scheduler(dcfg)
-    s = make_sampler(train.config, sampler)
+    s = make_sampler(train.config, sampler, clip_range=clip_range)
     s.set_timesteps(1)
     t = int(s.timesteps[0])
     assert t == dcfg.num_train_timesteps - 1  # starts at the pure-noise end of the schedule

@@ -203,6 +203,8 @@ def test_redraw_expression_is_the_atlas_slice_with_new_count_noise(small_atlas, 
     assert not np.array_equal(other[0].X, draws[0].X)
     with pytest.raises(InputError, match="n_draws"):
         redraw_expression(small_cfg, 11.5, n_draws=0)
+    with pytest.raises(InputError, match="seed must be"):
+        redraw_expression(small_cfg, 11.5, seed=-1)
     with pytest.raises(InputError, match="redraw_expression: unknown gene"):
         redraw_expression(small_cfg, 11.5, genes=["NotAGene"])
 

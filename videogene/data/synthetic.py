@@ -686,6 +686,8 @@ def redraw_expression(config, timepoint: float, *, slice_index: int = 0,
 
     if int(n_draws) != n_draws or n_draws < 1:
         raise InputError(f"redraw_expression: n_draws must be >= 1, got {n_draws}")
+    if int(seed) != seed or seed < 0:
+        raise InputError(f"redraw_expression: seed must be an integer >= 0, got {seed}")
     cfg, model, var, t, cols = _slice_query(config, timepoint, slice_index, genes,
                                             "redraw_expression")
     sm = model.slice(t, int(slice_index))
