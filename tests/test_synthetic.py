@@ -209,6 +209,27 @@ def test_redraw_expression_is_the_atlas_slice_with_new_count_noise(small_atlas, 
         redraw_expression(small_cfg, 11.5, genes=["NotAGene"])
 
 
+def test_redraw_on_the_atlas_stream_is_the_atlas_slice(small_atlas, small_cfg, monkeypatch):
+    """Pins the redraw's column mapping and normalization: drawn from the atlas's own count
+    stream it reproduces the atlas slice exactly (every gene, and an unsorted subset)."""
+    import videogene.data.synthetic as synth
+    from videogene.data._synth_anatomy import STREAM_COUNTS, STREAM_REDRAW, slice_rng
+
+    def atlas_stream(seed, stream, t, k, *extra):
+        if stream == STREAM_REDRAW:  # extras (seed, draw, block): the atlas keys by block only
+            return slice_rng(seed, STREAM_COUNTS, t, k, extra[-1])
+        return slice_rng(seed, stream, t, k, *extra)
+
+    monkeypatch.setattr(synth, "slice_rng", atlas_stream)
+    a = small_atlas
+    mask = (a.obs["slice"] == "E11.5_s2").to_numpy()
+    same = redraw_expression(small_cfg, 11.5, slice_index=1)[0]
+    np.testing.assert_array_equal(same.X, a.X[mask].toarray())
+    np.testing.assert_array_equal(same.obs["total_counts"], a.obs["total_counts"][mask])
+    sub = redraw_expression(small_cfg, 11.5, slice_index=1, genes=["Sox2", "Hba-x"])[0]
+    np.testing.assert_array_equal(sub.X, a[mask][:, ["Sox2", "Hba-x"]].X.toarray())
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(n_genes=0), "n_genes"),
     (dict(timepoints=(-1.0, 10.5)), "positive"),

@@ -377,13 +377,21 @@ def _slice_counts(model: _Model, sm: _SliceModel, t: float, k: int) -> sp.csr_ma
     return counts
 
 
+def _size_factors(totals: np.ndarray, cfg: SynthConfig) -> np.ndarray:
+    """normalize_total's per-bin factor ``target_sum / total`` (0 for an empty bin)."""
+    return np.divide(cfg.target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+
+
+def _log_normalized(counts: np.ndarray, factors: np.ndarray, cfg: SynthConfig) -> np.ndarray:
+    """log1p(counts * factors), clipped to ``max_value`` (float64)."""
+    return np.minimum(np.log1p(counts * factors), cfg.max_value)
+
+
 def _normalize(counts: sp.csr_matrix, cfg: SynthConfig) -> tuple[sp.csr_matrix, np.ndarray]:
     """normalize_total(target_sum) + log1p, clipped to max_value; float32 CSR."""
     totals = np.asarray(counts.sum(axis=1)).ravel().astype(np.float64)
-    scale = np.divide(cfg.target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
     rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
-    data = np.log1p(counts.data * scale[rows])
-    np.minimum(data, cfg.max_value, out=data)
+    data = _log_normalized(counts.data, _size_factors(totals, cfg)[rows], cfg)
     x = sp.csr_matrix((data.astype(np.float32), counts.indices.copy(), counts.indptr.copy()),
                       shape=counts.shape)
     return x, totals
@@ -691,22 +699,22 @@ def redraw_expression(config, timepoint: float, *, slice_index: int = 0,
     cfg, model, var, t, cols = _slice_query(config, timepoint, slice_index, genes,
                                             "redraw_expression")
     sm = model.slice(t, int(slice_index))
-    n = len(sm.library)
-    out = []
-    for d in range(int(n_draws)):
-        x = np.zeros((n, len(cols)), dtype=np.float64)
-        totals = np.zeros(n, dtype=np.float64)
-        for b, start in enumerate(range(0, cfg.n_genes, cfg.gene_block)):
-            block = np.arange(start, min(start + cfg.gene_block, cfg.n_genes))
-            mean = model.relative_rate(sm, block) * sm.library[:, None]
+    n, n_draws = len(sm.library), int(n_draws)
+    x = np.zeros((n_draws, n, len(cols)), dtype=np.float64)  # (draws, bins, genes) counts
+    totals = np.zeros((n_draws, n), dtype=np.float64)
+    for b, start in enumerate(range(0, cfg.n_genes, cfg.gene_block)):
+        block = np.arange(start, min(start + cfg.gene_block, cfg.n_genes))
+        mean = model.relative_rate(sm, block) * sm.library[:, None]
+        j = np.flatnonzero((cols >= block[0]) & (cols <= block[-1]))
+        for d in range(n_draws):
             rng = slice_rng(cfg.seed, STREAM_REDRAW, t, int(slice_index), int(seed), d, b)
             counts = _sample_nb(mean, model.genes.theta[block], rng)
-            totals += counts.sum(axis=1)
-            j = np.flatnonzero((cols >= block[0]) & (cols <= block[-1]))
-            x[:, j] = counts[:, cols[j] - block[0]]
-        scale = np.divide(cfg.target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
-        x = np.minimum(np.log1p(x * scale[:, None]), cfg.max_value).astype(np.float32)
-        a = ad.AnnData(X=x, obs=_obs_frame(sm, totals), var=var.iloc[cols].copy())
+            totals[d] += counts.sum(axis=1)
+            x[d][:, j] = counts[:, cols[j] - block[0]]
+    out = []
+    for d in range(n_draws):
+        xd = _log_normalized(x[d], _size_factors(totals[d], cfg)[:, None], cfg).astype(np.float32)
+        a = ad.AnnData(X=xd, obs=_obs_frame(sm, totals[d]), var=var.iloc[cols].copy())
         a.obsm["spatial"] = sm.geom.spatial.copy()
         a.uns["synthetic"] = cfg.to_dict()
         a.uns["redraw"] = {"timepoint": t, "slice_index": int(slice_index), "seed": int(seed),

@@ -314,19 +314,28 @@ def heldout_expression(dataset_dir, meta: Mapping, masks: np.ndarray,
     return out
 
 
-def _add_truth(fs: FrameSet, meta: Mapping, *, progress: bool) -> None:
-    """``fs.methods["truth"]``: the synthetic expected expression on each frame's reference
-    slice (one :func:`synthetic_truth` call per time point)."""
-    fs.methods["truth"] = [None] * len(fs.frames)
+def _per_reference_slice(fs: FrameSet, meta: Mapping, make, *, desc: str,
+                         progress: bool) -> list[np.ndarray]:
+    """Each frame's image (or stack) from ``make(t, reference_slice, genes) -> {gene:
+    (..., H, W)}``, called once per time point of ``fs``; float32, 0 outside the frame's
+    tissue."""
+    out: list = [None] * len(fs.frames)
     by_t: dict[float, list[int]] = {}
     for k, (_, t) in enumerate(fs.frames):
         by_t.setdefault(t, []).append(k)
-    for t, ks in tqdm(by_t.items(), desc="synthetic truth", disable=not progress):
-        genes_t = [fs.frames[k][0] for k in ks]
-        canv_t = synthetic_truth(meta, t, reference_slice(meta, t), genes_t, within_timepoint=0)
+    for t, ks in tqdm(by_t.items(), desc=desc, disable=not progress):
+        canv_t = make(t, reference_slice(meta, t), list(dict.fromkeys(fs.frames[k][0] for k in ks)))
         for k in ks:
-            fs.methods["truth"][k] = np.where(fs.masks[k], canv_t[fs.frames[k][0]],
-                                              0.0).astype(np.float32)
+            out[k] = np.where(fs.masks[k], canv_t[fs.frames[k][0]], 0.0).astype(np.float32)
+    return out
+
+
+def _add_truth(fs: FrameSet, meta: Mapping, *, progress: bool) -> None:
+    """``fs.methods["truth"]``: the synthetic expected expression on each frame's reference
+    slice (one :func:`synthetic_truth` call per time point)."""
+    fs.methods["truth"] = _per_reference_slice(
+        fs, meta, lambda t, ref, genes: synthetic_truth(meta, t, ref, genes, within_timepoint=0),
+        desc="synthetic truth", progress=progress)
 
 
 def redraw_frames(fs: FrameSet, meta: Mapping, *, n_draws: int, seed: int = 0,
@@ -335,17 +344,10 @@ def redraw_frames(fs: FrameSet, meta: Mapping, *, n_draws: int, seed: int = 0,
     slice (:func:`~videogene.tl.baselines.synthetic_redraws`, synthetic atlas only), 0 outside
     its tissue. Scored like a model's samples, they are what a model that had learned the data
     distribution exactly would score (the evaluation's ``redraw``)."""
-    out: list = [None] * len(fs.frames)
-    by_t: dict[float, list[int]] = {}
-    for k, (_, t) in enumerate(fs.frames):
-        by_t.setdefault(t, []).append(k)
-    for t, ks in tqdm(by_t.items(), desc="count redraws", disable=not progress):
-        genes_t = list(dict.fromkeys(fs.frames[k][0] for k in ks))
-        canv_t = synthetic_redraws(meta, t, reference_slice(meta, t), genes_t, n_draws=n_draws,
-                                   within_timepoint=0, seed=seed)
-        for k in ks:
-            out[k] = np.where(fs.masks[k][None], canv_t[fs.frames[k][0]], 0.0).astype(np.float32)
-    return out
+    return _per_reference_slice(
+        fs, meta, lambda t, ref, genes: synthetic_redraws(meta, t, ref, genes, n_draws=n_draws,
+                                                          within_timepoint=0, seed=seed),
+        desc="count redraws", progress=progress)
 
 
 def _check_canvases(dataset_dir, g: str, canv: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -464,7 +466,6 @@ def generate_videos(pipe, genes: Sequence[str], timepoints: Sequence[float], mas
     video_masks = np.stack([masks[reference_slice(meta, t)] for t in times])  # (T, H, W)
     genes = list(dict.fromkeys(genes))
     per_call = max(1, batch_size // max(1, num_samples))
-    chunks = [genes[i:i + per_call] for i in range(0, len(genes), per_call)]
     generated: dict[str, np.ndarray] = {}
     cv = given = None
     if is_infill(context):
@@ -478,8 +479,8 @@ def generate_videos(pipe, genes: Sequence[str], timepoints: Sequence[float], mas
         given = np.where(cv.given[:, :, None, None], cv.frames, np.nan).astype(np.float32)
     bar = tqdm(total=len(genes), desc="generating" + ("" if given is None else " (in-filled)"),
                unit="gene", disable=not progress)
-    start = 0
-    for c, chunk in enumerate(chunks):
+    for c, start in enumerate(range(0, len(genes), per_call)):
+        chunk = genes[start:start + per_call]
         gen = torch.Generator("cpu").manual_seed(int(seed) + c)
         call_times, call_masks, keep, extra = times, video_masks, slice(None), {}
         if cv is not None:  # the requested days and the days this chunk's genes observed
@@ -497,7 +498,6 @@ def generate_videos(pipe, genes: Sequence[str], timepoints: Sequence[float], mas
         traj = np.asarray(traj, dtype=np.float32)[:, :, keep]  # (genes, samples, T, H, W)
         for j, g in enumerate(chunk):
             generated[g] = traj[j]
-        start += len(chunk)
         bar.update(len(chunk))
     bar.close()
     return generated
