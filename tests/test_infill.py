@@ -93,6 +93,39 @@ def test_model_without_context_channels(tiny_dataset, tmp_path):
         _sample(pipe, [genes[0]], [10.0], context="observed", dataset=tiny_dataset)
 
 
+def test_observed_context_of_a_day_mean_model(tiny_dataset):
+    from diffusers import DDPMScheduler
+
+    from videogene.data import load_masks, load_metadata, read_gene_canvases
+    from videogene.data.holdout import reference_slice, slices_by_timepoint
+    from videogene.models import model_from_preset
+    from videogene.pipelines import VideoGenePipeline
+    from videogene.pipelines.context import observed_context
+    from videogene.tl.baselines import timepoint_image
+
+    meta, masks = load_metadata(tiny_dataset), load_masks(tiny_dataset).astype(bool)
+    genes = meta["genes"][:2]
+    canv = dict(read_gene_canvases(tiny_dataset, genes=genes))
+    by_t = slices_by_timepoint(meta)
+    got = {}
+    for source in ("slice", "timepoint_mean"):
+        unet = model_from_preset("tiny", num_genes=len(meta["genes"]), sample_size=16,
+                                 gene_names=meta["genes"], context_source=source)
+        pipe = VideoGenePipeline(unet, DDPMScheduler(num_train_timesteps=100))
+        cv = got[source] = observed_context(pipe, genes, [10.5], tiny_dataset)
+        for gi, g in enumerate(genes):
+            for k, t in enumerate(cv.times):
+                ref = reference_slice(meta, t)
+                img = (canv[g][ref] if source == "slice"
+                       else timepoint_image(canv[g], masks, by_t[t])[0])
+                assert cv.given[gi, k]
+                np.testing.assert_allclose(cv.frames[gi, k], np.where(masks[ref], img, 0),
+                                           rtol=1e-6)
+    assert not np.allclose(got["slice"].frames, got["timepoint_mean"].frames)
+    with pytest.raises(InputError, match="context_source"):
+        model_from_preset("tiny", num_genes=4, sample_size=16, context_source="mean")
+
+
 def test_observed_context_needs_a_dataset(pipe):
     pipe_source = pipe.source_dir
     try:

@@ -74,6 +74,29 @@ def test_video_matches_canvases(tiny_dataset):
             assert any(np.allclose(x[fi][c > 0], c[c > 0], atol=1e-4) for c in cands)
 
 
+def test_context_video_is_the_day_mean_on_the_drawn_slice(tiny_dataset):
+    from videogene.data.holdout import slices_by_timepoint
+    from videogene.tl.baselines import timepoint_image
+
+    meta, masks = load_metadata(tiny_dataset), load_masks(tiny_dataset).astype(bool)
+    canv = dict(read_gene_canvases(tiny_dataset))
+    by_t = slices_by_timepoint(meta)
+    plain = GeneVideoDataset(tiny_dataset, infinite=False, seed=3)
+    day = GeneVideoDataset(tiny_dataset, infinite=False, seed=3, context_video=True)
+    assert "context_video" not in next(iter(plain))
+    for a, ex in itertools.islice(zip(plain, day, strict=True), 8):
+        torch.testing.assert_close(a["video"], ex["video"])  # the same draws
+        gene = meta["genes"][int(ex["gene_id"])]
+        scale = units.gene_scales(meta, [gene])[0]
+        got = units.to_expression(ex["context_video"][:, 0].numpy(), scale, meta)
+        for fi, t in enumerate(meta["timepoints"]):
+            drawn = ex["tissue_mask"][fi, 0].numpy() > 0
+            assert len(by_t[t]) > 1 and drawn.any()
+            want = np.minimum(np.where(drawn, timepoint_image(canv[gene], masks, by_t[t])[0], 0),
+                              scale)
+            np.testing.assert_allclose(got[fi], want, atol=1e-4)
+
+
 def test_holdout_frames_absent(tiny_dataset_holdout):
     meta = load_metadata(tiny_dataset_holdout)
     hold = meta["timepoints"].index(11.5)

@@ -407,6 +407,11 @@ def test_diffusion_loss_scores_only_non_context_frames():
     loss_off, _ = diffusion_loss(spy, make_noise_scheduler(dcfg), batch, dcfg,
                                  generator=torch.Generator().manual_seed(1), null_gene_id=4)
     assert "context" not in calls[1]
+    # a stream with the day means (context_source="timepoint_mean") gives those as context
+    day = dict(batch, context_video=torch.rand(b, f, 1, 16, 16))
+    diffusion_loss(spy, make_noise_scheduler(dcfg), day, dcfg,
+                   generator=torch.Generator().manual_seed(1), null_gene_id=4, context=True)
+    torch.testing.assert_close(calls[2]["context"], day["context_video"].transpose(1, 2))
 
 
 # ------------------------------------------------------------------ parametrisation, device draws

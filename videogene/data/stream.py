@@ -161,6 +161,10 @@ class GeneVideoDataset(_torch_iterable_base()):
     Frames of the dataset's recorded hold-out (``meta["holdout"]``) and of
     ``holdout_timepoints`` (added to it) are marked absent unless ``include_holdout=True``.
     ``infinite=True`` keeps going epoch after epoch (epoch, epoch + 1, ...).
+    ``context_video=True`` adds ``context_video`` (same layout as ``video``): each present
+    frame's per-pixel mean over all slices of its time point whose tissue covers the pixel, on
+    the drawn slice's mask (what a ``context_source="timepoint_mean"`` model is given for an
+    observed day; the draws, and so ``video``, are the same as without it).
     """
 
     def __init__(self, path_or_hub_id: str | Path, *, seed: int = 0, shuffle: bool = True,
@@ -168,7 +172,7 @@ class GeneVideoDataset(_torch_iterable_base()):
                  sampling_alpha: float = 0.5, rate_clip: tuple[float, float] = (0.25, 4.0),
                  holdout_timepoints: Sequence[float] | None = None, include_holdout: bool = False,
                  infinite: bool = True, rank: int | None = None, world_size: int | None = None,
-                 read_batch: int = 32):
+                 read_batch: int = 32, context_video: bool = False):
         super().__init__()
         if gene_sampling not in ("uniform", "nnz"):
             raise InputError(f"gene_sampling: expected 'uniform' or 'nnz', got {gene_sampling!r}")
@@ -183,6 +187,7 @@ class GeneVideoDataset(_torch_iterable_base()):
         self.include_holdout, self.infinite = bool(include_holdout), bool(infinite)
         self.rank, self.world_size = rank, world_size
         self.read_batch = int(read_batch)
+        self.context_video = bool(context_video)
         self.epoch = 0
 
         m = self.meta
@@ -286,6 +291,7 @@ class GeneVideoDataset(_torch_iterable_base()):
         scale = self.gene_scale[gid]
         mask = np.zeros((n_f, res * res), dtype=np.float32)
         present = np.zeros(n_f, dtype=bool)
+        context = np.full_like(video, self.zero_level) if self.context_video else None
         frames = self.slice_frame[sidx] if len(sidx) else np.zeros(0, dtype=int)
         for f in range(n_f):
             if not self.include_holdout and (
@@ -302,7 +308,10 @@ class GeneVideoDataset(_torch_iterable_base()):
             video[f] = to_model_units(canvas, scale, self.units)
             mask[f] = self._masks_f[s]
             present[f] = True
-        return {
+            if context is not None:
+                context[f] = to_model_units(self._timepoint_mean(cand, sidx, idx, vals) * mask[f],
+                                            scale, self.units)
+        out = {
             "video": torch.from_numpy(video.reshape(n_f, 1, res, res)),
             "tissue_mask": torch.from_numpy(mask.reshape(n_f, 1, res, res)),
             "frame_times": torch.from_numpy(self.timepoints.copy()),
@@ -311,6 +320,19 @@ class GeneVideoDataset(_torch_iterable_base()):
             "nnz_fraction": torch.tensor(nnz, dtype=torch.float32),
             "sample_weight": torch.tensor(weight, dtype=torch.float32),
         }
+        if context is not None:
+            out["context_video"] = torch.from_numpy(context.reshape(n_f, 1, res, res))
+        return out
+
+    def _timepoint_mean(self, cand, sidx, idx, vals) -> np.ndarray:
+        """Per-pixel mean of the row's slices ``cand`` over those whose tissue covers the
+        pixel (0 where none does), flat ``(H * W,)`` in expression units."""
+        total = np.zeros(self.resolution ** 2, dtype=np.float64)
+        cover = np.zeros_like(total)
+        for k in cand:
+            total[idx[k]] += vals[k]
+            cover += self._masks_f[int(sidx[k])]
+        return np.divide(total, cover, out=np.zeros_like(total), where=cover > 0).astype(np.float32)
 
     def _iter_epoch(self, epoch: int, rank: int, world: int, wid: int, nw: int):
         rng = np.random.default_rng([self.seed, epoch, rank, wid])

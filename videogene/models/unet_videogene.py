@@ -52,6 +52,9 @@ from .blocks import (
 )
 from .embeddings import FrameTimeEmbedding, GeneTokens, coordinate_grid, interpolate_context
 
+#: What an observed day's context frame is (``context_source``).
+CONTEXT_SOURCES = ("slice", "timepoint_mean")
+
 
 @dataclass
 class VideoGeneUNetOutput(BaseOutput):
@@ -94,6 +97,10 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         context_interpolation: with ``context_channels``, also give every frame the time-linear
             interpolation of the context frames around it (``in_channels`` more channels;
             :func:`~videogene.models.embeddings.interpolate_context`).
+        context_source: what the context frames of an observed day were trained on (the model
+            only records it; the stream and :mod:`videogene.pipelines.context` follow it):
+            ``"slice"``, one slice of the day, or ``"timepoint_mean"``, the per-pixel mean
+            over the day's slices (the image the baselines use) on that slice's mask.
         mask_channel: concatenate the tissue mask to the input as an extra channel.
         dropout: dropout inside residual blocks.
         attention_backend: ``"sdpa"`` (torch scaled_dot_product_attention) or ``"xformers"``.
@@ -129,6 +136,7 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         cross_attention: tuple[bool, ...] | None = None,
         context_channels: bool = False,
         context_interpolation: bool = False,
+        context_source: str = "slice",
         mask_channel: bool = True,
         dropout: float = 0.0,
         attention_backend: str = "sdpa",
@@ -161,6 +169,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         cross = tuple(bool(c) and int(gene_tokens) > 0 for c in cross)
         if context_interpolation and not context_channels:
             raise InputError("context_interpolation: needs context_channels=True")
+        if context_source not in CONTEXT_SOURCES:
+            raise InputError(f"context_source: {context_source!r} is not one of {CONTEXT_SOURCES}")
         chans = [int(c) for c in block_out_channels]
         emb_dim = int(embed_dim or 4 * chans[0])
         layer_kw = dict(temporal_attention=temporal_attention, head_dim=attention_head_dim,

@@ -5,7 +5,9 @@ gene's video from frames it was given (masked conditional video diffusion, MCVD)
 
 - ``context="observed"``: the gene's frames at the time points the model was trained on,
   read from a prepared dataset (the reference slice of each time point, the same canvas the
-  evaluation scores on), leaving out everything held out from training
+  evaluation scores on; for a model trained with ``context_source="timepoint_mean"`` the
+  per-pixel mean over all slices of the day on that canvas, the image the baselines use),
+  leaving out everything held out from training
   (:func:`videogene.data.holdout.holdout_spec`). The video spans the requested and the
   observed time points; only the requested ones are returned.
 - an array ``(genes, T, H, W)`` in expression units aligned with ``timepoints``, with NaN
@@ -22,7 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.holdout import holdout_spec, observed_timepoints, reference_slice, tkey
+from ..data.holdout import (
+    holdout_spec,
+    observed_timepoints,
+    reference_slice,
+    slices_by_timepoint,
+    tkey,
+)
 from ..errors import InputError
 
 CONTEXT_MODES = ("none", "observed")
@@ -57,6 +65,7 @@ def observed_context(pipe, genes: Sequence[str], timepoints: Sequence[float], da
     trained on (same canvas, the genes in its vocabulary).
     """
     from ..data import load_masks, load_metadata, read_gene_canvases
+    from ..tl.baselines import timepoint_image
     from .loading import read_training_config
 
     if dataset is None:
@@ -84,12 +93,16 @@ def observed_context(pipe, genes: Sequence[str], timepoints: Sequence[float], da
     frames = np.zeros((len(genes), len(times), size, size), dtype=np.float32)
     given = np.zeros((len(genes), len(times)), dtype=bool)
     canvases = dict(read_gene_canvases(dataset, genes=list(dict.fromkeys(genes))))
+    day_mean = getattr(pipe.unet.config, "context_source", "slice") == "timepoint_mean"
+    by_t = slices_by_timepoint(meta)
     for gi, g in enumerate(genes):
         for t in observed[g]:
             ref = reference_slice(meta, t)
             k = index[t]
             video_masks[k] = ds_masks[ref]  # an observed frame is drawn on its own slice
-            frames[gi, k] = np.where(ds_masks[ref], canvases[g][ref], 0.0)
+            img = (timepoint_image(canvases[g], ds_masks, by_t[t])[0] if day_mean
+                   else canvases[g][ref])
+            frames[gi, k] = np.where(ds_masks[ref], img, 0.0)
             given[gi, k] = True
     return ContextVideo(times=times, masks=video_masks, frames=frames, given=given,
                         requested=[index[t] for t in req])

@@ -84,6 +84,7 @@ class ModelConfig:
     cross_attention: tuple[bool, ...] | None = None  # per level (None: the spatial-attention levels)
     context_channels: bool | None = None  # clean context frames as input (in-filling)
     context_interpolation: bool | None = None  # + their time-linear interpolation per frame
+    context_source: str | None = None  # "slice" or "timepoint_mean" (mean of the day's slices)
     mask_channel: bool | None = None
     dropout: float | None = None
     attention_backend: str | None = None  # "sdpa" (default) or "xformers"

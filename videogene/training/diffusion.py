@@ -243,8 +243,9 @@ def generator_on(generator: torch.Generator, device: torch.device | str) -> torc
 
 
 def batch_to_model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Stream batch -> model layout: ``x0 (b, 1, f, h, w)``, ``tissue_mask (b, 1, f, h, w)``."""
-    return {
+    """Stream batch -> model layout: ``x0 (b, 1, f, h, w)``, ``tissue_mask (b, 1, f, h, w)``
+    and, when the stream has it, ``context (b, 1, f, h, w)`` (the frames in-filling is given)."""
+    out = {
         "x0": rearrange(batch["video"], "b f c h w -> b c f h w").float(),
         "tissue_mask": rearrange(batch["tissue_mask"], "b f c h w -> b c f h w").float(),
         "frame_times": batch["frame_times"].float(),
@@ -252,6 +253,9 @@ def batch_to_model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Ten
         "gene_id": batch["gene_id"].long(),
         "sample_weight": batch["sample_weight"].float(),
     }
+    if "context_video" in batch:
+        out["context"] = rearrange(batch["context_video"], "b f c h w -> b c f h w").float()
+    return out
 
 
 def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tensor],
@@ -284,7 +288,8 @@ def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tenso
     # 2.-3. forward diffusion and target
     noisy, target = noise_and_target(scheduler, x0, draws.noise, draws.timesteps)
     # 4. model
-    extra = {} if ctx_mask is None else {"context": x0, "context_mask": ctx_mask}
+    extra = ({} if ctx_mask is None
+             else {"context": inp.get("context", x0), "context_mask": ctx_mask})
     pred = model(noisy, draws.timesteps, gene_ids=gene_ids, frame_times=inp["frame_times"],
                  frame_mask=inp["frame_present"], tissue_mask=inp["tissue_mask"], **extra).sample
     # 5. loss over the present frames that are not given as context

@@ -32,6 +32,8 @@ def resolve_dataset_dir(path: str) -> Path:
 
 def build_dataset(cfg: TrainConfig, dataset_dir: Path, *, rank: int = 0, world_size: int = 1,
                   seed: int | None = None, gene_sampling: str | None = None):
+    """The training stream of ``cfg``; a ``model.context_source: timepoint_mean`` model also
+    gets each frame's mean over its day's slices (``context_video``)."""
     from ..data import GeneVideoDataset
 
     holdout = cfg.data.holdout_timepoints
@@ -40,6 +42,7 @@ def build_dataset(cfg: TrainConfig, dataset_dir: Path, *, rank: int = 0, world_s
         gene_sampling=gene_sampling or cfg.data.gene_sampling, shuffle_buffer=cfg.data.shuffle_buffer,
         holdout_timepoints=None if holdout is None else list(holdout),
         infinite=False,  # one pass per iter(); batch_stream moves the epochs (set_epoch)
+        context_video=cfg.model.context_source == "timepoint_mean",
     )
 
 
