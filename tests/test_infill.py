@@ -97,11 +97,10 @@ def test_observed_context_of_a_day_mean_model(tiny_dataset):
     from diffusers import DDPMScheduler
 
     from videogene.data import load_masks, load_metadata, read_gene_canvases
-    from videogene.data.holdout import reference_slice, slices_by_timepoint
+    from videogene.data.holdout import reference_slice, slices_by_timepoint, timepoint_image
     from videogene.models import model_from_preset
     from videogene.pipelines import VideoGenePipeline
     from videogene.pipelines.context import observed_context
-    from videogene.tl.baselines import timepoint_image
 
     meta, masks = load_metadata(tiny_dataset), load_masks(tiny_dataset).astype(bool)
     genes = meta["genes"][:2]
@@ -124,6 +123,9 @@ def test_observed_context_of_a_day_mean_model(tiny_dataset):
     assert not np.allclose(got["slice"].frames, got["timepoint_mean"].frames)
     with pytest.raises(InputError, match="context_source"):
         model_from_preset("tiny", num_genes=4, sample_size=16, context_source="mean")
+    with pytest.raises(InputError, match="needs context_channels"):
+        model_from_preset("tiny", num_genes=4, sample_size=16, context_channels=False,
+                          context_source="timepoint_mean")
 
 
 def test_observed_context_needs_a_dataset(pipe):

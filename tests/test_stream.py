@@ -97,6 +97,24 @@ def test_context_video_is_the_day_mean_on_the_drawn_slice(tiny_dataset):
             np.testing.assert_allclose(got[fi], want, atol=1e-4)
 
 
+def test_context_video_leaves_held_out_days_out(tiny_dataset_holdout, tmp_path):
+    from videogene.training.config import load_config
+    from videogene.training.stream import build_dataset
+
+    meta = load_metadata(tiny_dataset_holdout)
+    hold = meta["timepoints"].index(11.5)
+    ds = GeneVideoDataset(tiny_dataset_holdout, infinite=False, context_video=True)
+    zero = ds.zero_level
+    for ex in itertools.islice(ds, 6):
+        assert not ex["frame_present"][hold]
+        assert (ex["context_video"][hold] == zero).all()
+        assert not (ex["context_video"][~ex["frame_present"]] != zero).any()
+    # the training config turns it on through the model's context_source, and only then
+    for extra, want in (([], False), (["model.context_source=timepoint_mean"], True)):
+        cfg = load_config(None, [f"data.path={tiny_dataset_holdout}", *extra])
+        assert build_dataset(cfg, tiny_dataset_holdout).context_video is want
+
+
 def test_holdout_frames_absent(tiny_dataset_holdout):
     meta = load_metadata(tiny_dataset_holdout)
     hold = meta["timepoints"].index(11.5)

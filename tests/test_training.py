@@ -396,7 +396,7 @@ def test_diffusion_loss_scores_only_non_context_frames():
     calls = []
 
     def spy(*args, **kw):
-        calls.append(kw)
+        calls.append(dict(kw, args=args))
         return model(*args, **kw)
     loss, _ = diffusion_loss(spy, make_noise_scheduler(dcfg), batch, dcfg,
                              generator=torch.Generator().manual_seed(1), null_gene_id=4, context=True)
@@ -412,6 +412,9 @@ def test_diffusion_loss_scores_only_non_context_frames():
     diffusion_loss(spy, make_noise_scheduler(dcfg), day, dcfg,
                    generator=torch.Generator().manual_seed(1), null_gene_id=4, context=True)
     torch.testing.assert_close(calls[2]["context"], day["context_video"].transpose(1, 2))
+    for a, b in zip(calls[0]["args"], calls[2]["args"], strict=True):  # noisy input, timesteps
+        torch.testing.assert_close(a, b)  # still from `video`, with the same draws
+    torch.testing.assert_close(calls[2]["context_mask"], cmask)
 
 
 # ------------------------------------------------------------------ parametrisation, device draws

@@ -4,11 +4,15 @@ One rule, used by evaluation, in-filling context and embeddings: a frame ``(gene
 available for training unless ``t`` is a held-out time point or ``[gene, t]`` a held-out frame
 of the dataset's ``meta["holdout"]``, of the model's copy of it, or of the training config's
 ``data.holdout_timepoints``. Times are compared rounded to 6 decimals (:func:`tkey`).
+The image of an observed day (:func:`timepoint_image`, the baselines' and a day-mean in-filling
+context's) is the per-pixel mean over the day's slices whose tissue covers the pixel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
 
 
 def tkey(t: float) -> float:
@@ -22,6 +26,33 @@ def slices_by_timepoint(meta: Mapping) -> dict[float, list[int]]:
     for i, s in enumerate(meta["slices"]):
         out.setdefault(tkey(s["timepoint"]), []).append(i)
     return dict(sorted(out.items()))
+
+
+def covered_mean(stack: np.ndarray, cover: np.ndarray, weights: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """Per-pixel mean of ``stack`` over the entries whose ``cover`` is True (0 if none).
+
+    With ``weights`` the entries of ``stack`` are already weighted and the sum is divided by
+    the total weight of the covering entries (a weighted mean over the covering entries).
+    """
+    cover = cover.astype(np.float64)
+    if weights is not None:
+        cover_w = cover * np.asarray(weights, dtype=np.float64)[:, None, None]
+        total = (stack * cover).sum(axis=0)
+        n = cover_w.sum(axis=0)
+        return np.divide(total, n, out=np.zeros_like(total), where=n > 0)
+    n = cover.sum(axis=0)
+    total = (stack * cover).sum(axis=0)
+    return np.divide(total, n, out=np.zeros_like(total), where=n > 0)
+
+
+def timepoint_image(canvases: np.ndarray, masks: np.ndarray, slice_indices: Sequence[int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Mask-aware mean image of the given slices and the union of their masks."""
+    idx = list(slice_indices)
+    stack = np.asarray(canvases[idx], dtype=np.float64)
+    cover = np.asarray(masks[idx], dtype=bool)
+    return covered_mean(stack, cover), cover.any(axis=0)
 
 
 def reference_slice(meta: Mapping, t: float) -> int:

@@ -162,9 +162,10 @@ class GeneVideoDataset(_torch_iterable_base()):
     ``holdout_timepoints`` (added to it) are marked absent unless ``include_holdout=True``.
     ``infinite=True`` keeps going epoch after epoch (epoch, epoch + 1, ...).
     ``context_video=True`` adds ``context_video`` (same layout as ``video``): each present
-    frame's per-pixel mean over all slices of its time point whose tissue covers the pixel, on
-    the drawn slice's mask (what a ``context_source="timepoint_mean"`` model is given for an
-    observed day; the draws, and so ``video``, are the same as without it).
+    frame's day image (:func:`videogene.data.holdout.timepoint_image`: the per-pixel mean over
+    all slices of its time point whose tissue covers the pixel, a slice without the gene
+    counting as 0) on the drawn slice's mask, what a ``context_source="timepoint_mean"`` model
+    is given for an observed day; the draws, and so ``video``, are the same as without it.
     """
 
     def __init__(self, path_or_hub_id: str | Path, *, seed: int = 0, shuffle: bool = True,
@@ -213,6 +214,9 @@ class GeneVideoDataset(_torch_iterable_base()):
         self._nnz_mean = float(nnz_mean) if nnz_mean else None
         self._hf = None
         self._masks_f = self.masks.reshape(len(self.masks), -1).astype(np.float32)
+        # slices covering each pixel per frame (gene-independent: the day image's denominator)
+        self._day_cover = np.stack([self._masks_f[self.slice_frame == f].sum(axis=0)
+                                    for f in range(len(self.timepoints))])
 
     # -- public knobs
     def set_epoch(self, epoch: int) -> None:
@@ -309,7 +313,7 @@ class GeneVideoDataset(_torch_iterable_base()):
             mask[f] = self._masks_f[s]
             present[f] = True
             if context is not None:
-                context[f] = to_model_units(self._timepoint_mean(cand, sidx, idx, vals) * mask[f],
+                context[f] = to_model_units(self._day_image(f, cand, idx, vals) * mask[f],
                                             scale, self.units)
         out = {
             "video": torch.from_numpy(video.reshape(n_f, 1, res, res)),
@@ -324,14 +328,13 @@ class GeneVideoDataset(_torch_iterable_base()):
             out["context_video"] = torch.from_numpy(context.reshape(n_f, 1, res, res))
         return out
 
-    def _timepoint_mean(self, cand, sidx, idx, vals) -> np.ndarray:
-        """Per-pixel mean of the row's slices ``cand`` over those whose tissue covers the
-        pixel (0 where none does), flat ``(H * W,)`` in expression units."""
+    def _day_image(self, f: int, cand, idx, vals) -> np.ndarray:
+        """Frame ``f``'s day image from the row's stored slices ``cand`` of that day, flat
+        ``(H * W,)`` in expression units (as ``timepoint_image`` on the dense canvases)."""
         total = np.zeros(self.resolution ** 2, dtype=np.float64)
-        cover = np.zeros_like(total)
         for k in cand:
             total[idx[k]] += vals[k]
-            cover += self._masks_f[int(sidx[k])]
+        cover = self._day_cover[f]
         return np.divide(total, cover, out=np.zeros_like(total), where=cover > 0).astype(np.float32)
 
     def _iter_epoch(self, epoch: int, rank: int, world: int, wid: int, nw: int):

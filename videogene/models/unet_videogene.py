@@ -171,6 +171,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             raise InputError("context_interpolation: needs context_channels=True")
         if context_source not in CONTEXT_SOURCES:
             raise InputError(f"context_source: {context_source!r} is not one of {CONTEXT_SOURCES}")
+        if context_source != "slice" and not context_channels:
+            raise InputError(f"context_source={context_source!r}: needs context_channels=True")
         chans = [int(c) for c in block_out_channels]
         emb_dim = int(embed_dim or 4 * chans[0])
         layer_kw = dict(temporal_attention=temporal_attention, head_dim=attention_head_dim,

@@ -29,6 +29,7 @@ from ..data.holdout import (
     observed_timepoints,
     reference_slice,
     slices_by_timepoint,
+    timepoint_image,
     tkey,
 )
 from ..errors import InputError
@@ -65,7 +66,6 @@ def observed_context(pipe, genes: Sequence[str], timepoints: Sequence[float], da
     trained on (same canvas, the genes in its vocabulary).
     """
     from ..data import load_masks, load_metadata, read_gene_canvases
-    from ..tl.baselines import timepoint_image
     from .loading import read_training_config
 
     if dataset is None:

@@ -392,7 +392,9 @@ class VideoGenePipeline(DiffusionPipeline):
         training config's ``data.path``), held-out frames excluded; ``context`` as an array
         ``(genes, T, H, W)`` in expression units aligned with ``timepoints`` (NaN frames: not
         given) uses those frames. ``"none"`` (or None) generates from the gene alone. Given
-        frames come back as they were given. Low level: ``context_frames`` ``(genes, c, T, H,
+        frames come back as they were given (for a model with ``context_source=
+        "timepoint_mean"`` the observed days are day images, and arrays should be too). Low
+        level: ``context_frames`` ``(genes, c, T, H,
         W)`` clean frames in *model units* and ``context_mask`` ``(genes, T)`` bool are given
         to the model at every step (both guidance branches).
 

@@ -39,38 +39,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..data.holdout import slices_by_timepoint, tkey
+from ..data.holdout import covered_mean, slices_by_timepoint, timepoint_image, tkey
 from ..errors import InputError
 
 #: Baselines that use only observed frames (what a model has to beat).
 OBSERVED_BASELINES = ("nearest", "linear", "mean_image")
-
-
-def _covered_mean(stack: np.ndarray, cover: np.ndarray, weights: np.ndarray | None = None
-                  ) -> np.ndarray:
-    """Per-pixel mean of ``stack`` over the entries whose ``cover`` is True (0 if none).
-
-    With ``weights`` the entries of ``stack`` are already weighted and the sum is divided by
-    the total weight of the covering entries (a weighted mean over the covering entries).
-    """
-    cover = cover.astype(np.float64)
-    if weights is not None:
-        cover_w = cover * np.asarray(weights, dtype=np.float64)[:, None, None]
-        total = (stack * cover).sum(axis=0)
-        n = cover_w.sum(axis=0)
-        return np.divide(total, n, out=np.zeros_like(total), where=n > 0)
-    n = cover.sum(axis=0)
-    total = (stack * cover).sum(axis=0)
-    return np.divide(total, n, out=np.zeros_like(total), where=n > 0)
-
-
-def timepoint_image(canvases: np.ndarray, masks: np.ndarray, slice_indices: Sequence[int]
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Mask-aware mean image of the given slices and the union of their masks."""
-    idx = list(slice_indices)
-    stack = np.asarray(canvases[idx], dtype=np.float64)
-    cover = np.asarray(masks[idx], dtype=bool)
-    return _covered_mean(stack, cover), cover.any(axis=0)
 
 
 def _neighbours(t: float, observed: Sequence[float]) -> tuple[float | None, float | None]:
@@ -126,10 +99,10 @@ def compute_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapping, ti
         out["linear"] = out["nearest"]
     else:
         w = (t - lo) / (hi - lo)
-        out["linear"] = _covered_mean(
+        out["linear"] = covered_mean(
             np.stack([images[lo][0] * (1.0 - w), images[hi][0] * w]),
             np.stack([images[lo][1], images[hi][1]]), weights=np.array([1.0 - w, w]))
-    out["mean_image"] = _covered_mean(np.stack([images[o][0] for o in observed]),
+    out["mean_image"] = covered_mean(np.stack([images[o][0] for o in observed]),
                                       np.stack([images[o][1] for o in observed]))
     others = [i for i in by_t.get(t, []) if i != reference_slice]
     if reference_slice is not None and others:
@@ -153,7 +126,7 @@ def observed_frame_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapp
                                                           observed)
     others = [o for o in observed if o != t] or observed
     images = [timepoint_image(canvases, masks, by_t[o]) for o in others]
-    out = {"mean_image": _covered_mean(np.stack([im for im, _ in images]),
+    out = {"mean_image": covered_mean(np.stack([im for im, _ in images]),
                                        np.stack([cover for _, cover in images]))}
     second = [i for i in by_t.get(t, []) if i != reference_slice]
     if second:

@@ -32,9 +32,13 @@ def resolve_dataset_dir(path: str) -> Path:
 
 def build_dataset(cfg: TrainConfig, dataset_dir: Path, *, rank: int = 0, world_size: int = 1,
                   seed: int | None = None, gene_sampling: str | None = None):
-    """The training stream of ``cfg``; a ``model.context_source: timepoint_mean`` model also
-    gets each frame's mean over its day's slices (``context_video``)."""
+    """The training stream of ``cfg``; a model whose ``context_source`` (preset and
+    ``model:`` overrides) is ``timepoint_mean`` also gets each frame's day image
+    (``context_video``)."""
     from ..data import GeneVideoDataset
+    from ..models import preset_config
+
+    model_cfg = preset_config(cfg.model.preset, **cfg.model.overrides())
 
     holdout = cfg.data.holdout_timepoints
     return GeneVideoDataset(
@@ -42,7 +46,7 @@ def build_dataset(cfg: TrainConfig, dataset_dir: Path, *, rank: int = 0, world_s
         gene_sampling=gene_sampling or cfg.data.gene_sampling, shuffle_buffer=cfg.data.shuffle_buffer,
         holdout_timepoints=None if holdout is None else list(holdout),
         infinite=False,  # one pass per iter(); batch_stream moves the epochs (set_epoch)
-        context_video=cfg.model.context_source == "timepoint_mean",
+        context_video=model_cfg.get("context_source", "slice") == "timepoint_mean",
     )
 
 
