@@ -75,8 +75,7 @@ def test_video_matches_canvases(tiny_dataset):
 
 
 def test_context_video_is_the_day_mean_on_the_drawn_slice(tiny_dataset):
-    from videogene.data.holdout import slices_by_timepoint
-    from videogene.tl.baselines import timepoint_image
+    from videogene.data.holdout import slices_by_timepoint, timepoint_image
 
     meta, masks = load_metadata(tiny_dataset), load_masks(tiny_dataset).astype(bool)
     canv = dict(read_gene_canvases(tiny_dataset))

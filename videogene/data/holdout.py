@@ -36,13 +36,10 @@ def covered_mean(stack: np.ndarray, cover: np.ndarray, weights: np.ndarray | Non
     the total weight of the covering entries (a weighted mean over the covering entries).
     """
     cover = cover.astype(np.float64)
-    if weights is not None:
-        cover_w = cover * np.asarray(weights, dtype=np.float64)[:, None, None]
-        total = (stack * cover).sum(axis=0)
-        n = cover_w.sum(axis=0)
-        return np.divide(total, n, out=np.zeros_like(total), where=n > 0)
-    n = cover.sum(axis=0)
     total = (stack * cover).sum(axis=0)
+    if weights is not None:
+        cover = cover * np.asarray(weights, dtype=np.float64)[:, None, None]
+    n = cover.sum(axis=0)
     return np.divide(total, n, out=np.zeros_like(total), where=n > 0)
 
 
