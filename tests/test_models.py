@@ -452,3 +452,27 @@ def test_interpolate_context_is_linear_in_time_between_given_frames(order):
 def test_context_interpolation_needs_context_channels():
     with pytest.raises(InputError, match="context_interpolation"):
         make_model(context_interpolation=True, context_channels=False)
+
+
+def test_self_condition_input():
+    model = make_full_model(self_condition=True)
+    inputs = make_inputs()
+    none = run(model, **inputs)
+    torch.testing.assert_close(run(model, **inputs, self_cond=torch.zeros(2, 1, 4, 16, 16)), none,
+                               atol=0, rtol=0)  # no estimate = a zero estimate
+    est = torch.randn(2, 1, 4, 16, 16, generator=torch.Generator().manual_seed(7))
+    with_est = run(model, **inputs, self_cond=est)
+    assert (with_est - none).abs().max() > 1e-4
+    # at a context frame the clean frame is the input: the estimate there is not read
+    cmask = torch.tensor([[True, False, False, False], [False, False, True, False]])
+    ctx = torch.randn(2, 1, 4, 16, 16)
+    a = run(model, **inputs, context=ctx, context_mask=cmask, self_cond=est)
+    est2 = est.clone()
+    est2[0, :, 0] = 5.0
+    est2[1, :, 2] = -5.0
+    torch.testing.assert_close(run(model, **inputs, context=ctx, context_mask=cmask, self_cond=est2), a)
+    with pytest.raises(InputError, match="self_cond: expected shape"):
+        run(model, **inputs, self_cond=est[:, :, :3])
+    with pytest.raises(InputError, match="self_condition=False"):
+        run(make_full_model(), **inputs, self_cond=est)
+    assert model.conv_in.in_channels == make_full_model().conv_in.in_channels + 1

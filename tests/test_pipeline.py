@@ -306,3 +306,33 @@ def test_context_frames_are_fed_to_the_model_and_copied_to_the_output(pipe):
         _run(pipe, genes, context_frames=ctx)
     with pytest.raises(InputError, match="context_frames"):
         _run(pipe, genes, context_frames=ctx[:1], context_mask=cmask[:1])
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_self_conditioning_passes_the_previous_clean_estimate(meta_masks, guidance):
+    from videogene.models import model_from_preset
+    from videogene.pipelines import VideoGenePipeline
+
+    meta, masks = meta_masks
+    torch.manual_seed(0)
+    unet = model_from_preset("tiny", num_genes=len(meta["genes"]), sample_size=16,
+                             gene_names=list(meta["genes"]), self_condition=True)
+    for p in unet.parameters():
+        if p.ndim > 1 and not p.detach().any():
+            torch.nn.init.normal_(p, std=0.1)
+    p = VideoGenePipeline(unet=unet.eval(), scheduler=_scheduler())
+    p.set_metadata(meta, masks)
+    calls, forward = [], unet.forward
+
+    def spy(*args, **kw):
+        out = forward(*args, **kw)
+        calls.append((kw["self_cond"], out[0]))
+        return out
+    unet.forward = spy
+    _run(p, p.gene_names[:1], num_samples=2, guidance_scale=guidance, sampler="ddim")
+    assert len(calls) == STEPS and not calls[0][0].any()
+    for (_, prev), (sc, _) in zip(calls, calls[1:]):  # x0-prediction: the estimate is the output
+        if guidance > 1:
+            c, u = prev.chunk(2)
+            prev = torch.cat([u + guidance * (c - u)] * 2)
+        torch.testing.assert_close(sc, prev)

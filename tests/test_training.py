@@ -483,6 +483,137 @@ def test_diffusion_loss_reads_the_scheduler_and_logs_a_tensor():
     assert ctx.device.type == "cpu" and ctx.any(dim=1).all()
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.1])
+def test_input_perturbation_moves_the_input_not_the_target(gamma):
+    """DDPM-IP: the model sees ``add_noise(x0, noise + gamma * extra)``, the loss regresses the
+    target of ``noise``; with gamma 0 the draws and the input are those of the plain objective."""
+    from videogene.training.diffusion import (
+        StepNoise,
+        diffusion_loss,
+        loss_weights,
+        masked_loss,
+        noise_and_target,
+    )
+
+    b, f = 4, 3
+    batch = {"video": torch.rand(b, f, 1, 8, 8) * 2 - 1, "tissue_mask": torch.ones(b, f, 1, 8, 8),
+             "frame_times": torch.arange(f).float().repeat(b, 1) + 10, "gene_id": torch.arange(b) % 4,
+             "frame_present": torch.ones(b, f, dtype=torch.bool), "sample_weight": torch.ones(b)}
+    dcfg = load_config(None, [f"diffusion.input_perturbation={gamma}"]).diffusion
+    sched = make_noise_scheduler(dcfg)
+    seen = []
+
+    def echo_model(x, t, **kw):  # predicts its own input: the loss is then |noisy - target|^2
+        seen.append(x)
+        return type("Out", (), {"sample": x})()
+
+    loss, _ = diffusion_loss(echo_model, sched, batch, dcfg,
+                             generator=torch.Generator().manual_seed(3), null_gene_id=4)
+    g = torch.Generator().manual_seed(3)
+    x0 = batch["video"].transpose(1, 2)
+    draws = StepNoise.draw(tuple(x0.shape), 1000, dcfg.gene_dropout, g, "cpu", sched, dcfg)
+    plain, target = noise_and_target(sched, x0, draws.noise, draws.timesteps)
+    extra = torch.randn(x0.shape, generator=g)
+    want = sched.add_noise(x0, draws.noise + gamma * extra, draws.timesteps)
+    torch.testing.assert_close(seen[0], want)
+    assert torch.equal(seen[0], plain) == (gamma == 0.0)
+    per_example = masked_loss(want, target, frame_present=batch["frame_present"])
+    torch.testing.assert_close(loss, (per_example * loss_weights(sched, draws.timesteps, dcfg)).mean())
+
+
+@pytest.mark.parametrize("key,bad", [("input_perturbation", "-0.1"), ("input_perturbation", ".nan"),
+                                     ("input_perturbation", ".inf"), ("self_condition_prob", "1.5")])
+def test_new_diffusion_options_reject_bad_values(key, bad):
+    with pytest.raises(InputError, match=f"diffusion.{key}"):
+        load_config(None, [f"diffusion.{key}={bad}"])
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_predicted_x0_inverts_the_target(prediction_type):
+    from diffusers import DDPMScheduler
+
+    from videogene.pipelines.samplers import predicted_x0
+    from videogene.training.diffusion import noise_and_target
+
+    sched = DDPMScheduler(num_train_timesteps=100, prediction_type=prediction_type)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.rand(3, 1, 2, 4, 4, generator=g), torch.randn(3, 1, 2, 4, 4, generator=g)
+    t = torch.tensor([0, 50, 98])
+    noisy, target = noise_and_target(sched, x0, noise, t)
+    torch.testing.assert_close(predicted_x0(sched, noisy, target, t), x0, atol=1e-4, rtol=1e-4)
+    one = predicted_x0(sched, noisy[1:2], target[1:2], t[1])  # a 0-d timestep, as samplers give
+    torch.testing.assert_close(one, x0[1:2], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_self_conditioning_feeds_the_first_pass_estimate(prob):
+    """Self-conditioning: on a drawn share of the micro-batches a pass without gradient on
+    zeros, then its clean estimate as ``self_cond``; zeros (one pass) on the others."""
+    from videogene.models import model_from_preset
+    from videogene.pipelines.samplers import predicted_x0
+    from videogene.training.diffusion import diffusion_loss
+
+    torch.manual_seed(0)
+    model = model_from_preset("tiny", 4, 16, context_channels=True, self_condition=True)
+    for p in model.parameters():
+        if p.ndim > 1 and not p.detach().any():
+            torch.nn.init.normal_(p, std=0.1)
+    b, f = 8, 3
+    batch = {"video": torch.rand(b, f, 1, 16, 16) * 2 - 1, "tissue_mask": torch.ones(b, f, 1, 16, 16),
+             "frame_times": torch.arange(f).float().repeat(b, 1) + 10, "gene_id": torch.arange(b) % 4,
+             "frame_present": torch.ones(b, f, dtype=torch.bool), "sample_weight": torch.ones(b)}
+    dcfg = load_config(None, [f"diffusion.self_condition_prob={prob}"]).diffusion
+    sched = make_noise_scheduler(dcfg)
+    calls = []
+
+    def spy(x, t, **kw):
+        out = model(x, t, **kw)
+        calls.append(dict(kw, x=x, t=t, out=out.sample, grad=torch.is_grad_enabled()))
+        return out
+    loss, _ = diffusion_loss(spy, sched, batch, dcfg, generator=torch.Generator().manual_seed(2),
+                             null_gene_id=4, context=True, self_condition=True)
+    assert torch.isfinite(loss) and loss.requires_grad
+    if prob == 0.0:
+        assert len(calls) == 1 and calls[0]["grad"] and not calls[0]["self_cond"].any()
+    else:
+        first, second = calls
+        assert not first["grad"] and second["grad"] and not first["self_cond"].any()
+        assert torch.equal(first["x"], second["x"])
+        assert torch.equal(first["context_mask"], second["context_mask"])
+        torch.testing.assert_close(second["self_cond"],
+                                   predicted_x0(sched, first["x"], first["out"], first["t"]))
+    # the coin is drawn last: the noisy input and the context are those of a plain run
+    plain = []
+    diffusion_loss(lambda x, t, **kw: plain.append((x, kw)) or model(x, t, **kw), sched, batch,
+                   dcfg, generator=torch.Generator().manual_seed(2), null_gene_id=4, context=True)
+    assert len(plain) == 1 and "self_cond" not in plain[0][1]
+    assert torch.equal(plain[0][0], calls[-1]["x"])
+    assert torch.equal(plain[0][1]["context_mask"], calls[-1]["context_mask"])
+
+
+def test_self_conditioning_coin_is_per_micro_batch():
+    from videogene.training.diffusion import diffusion_loss
+
+    b, f = 2, 2
+    batch = {"video": torch.rand(b, f, 1, 8, 8), "tissue_mask": torch.ones(b, f, 1, 8, 8),
+             "frame_times": torch.arange(f).float().repeat(b, 1), "gene_id": torch.arange(b),
+             "frame_present": torch.ones(b, f, dtype=torch.bool), "sample_weight": torch.ones(b)}
+    dcfg = load_config(None, ["diffusion.self_condition_prob=0.5"]).diffusion
+    sched = make_noise_scheduler(dcfg)
+    calls = []
+
+    def zero_model(x, t, **kw):
+        calls.append(1)
+        return type("Out", (), {"sample": x * 0})()
+    passes = []
+    for seed in range(40):
+        calls.clear()
+        diffusion_loss(zero_model, sched, batch, dcfg, generator=torch.Generator().manual_seed(seed),
+                       null_gene_id=2, self_condition=True)
+        passes.append(len(calls))
+    assert set(passes) == {1, 2} and 10 <= passes.count(2) <= 30
+
+
 def test_generator_on_and_step_generator_device():
     from videogene.training.diffusion import generator_on
 

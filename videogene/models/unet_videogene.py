@@ -101,6 +101,9 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             only records it; the stream and :mod:`videogene.pipelines.context` follow it):
             ``"slice"``, one slice of the day, or ``"timepoint_mean"``, the per-pixel mean
             over the day's slices (the image the baselines use) on that slice's mask.
+        self_condition: self-conditioning (Chen et al. 2022, "Analog Bits"): the model's own
+            previous estimate of the clean video (``self_cond``, model units) is ``in_channels``
+            more input channels; zeros when there is none.
         mask_channel: concatenate the tissue mask to the input as an extra channel.
         dropout: dropout inside residual blocks.
         attention_backend: ``"sdpa"`` (torch scaled_dot_product_attention) or ``"xformers"``.
@@ -137,6 +140,7 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         context_channels: bool = False,
         context_interpolation: bool = False,
         context_source: str = "slice",
+        self_condition: bool = False,
         mask_channel: bool = True,
         dropout: float = 0.0,
         attention_backend: str = "sdpa",
@@ -192,7 +196,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         # 3. levels (diffusers-style): down_blocks[i] at level i, then mid_block, then up_blocks
         #    coarsest first; skip_chans records what each skip connection carries
         extra = (int(mask_channel) + 2 * int(coord_channels)
-                 + (in_channels + 1) * int(context_channels) + in_channels * int(context_interpolation))
+                 + (in_channels + 1) * int(context_channels) + in_channels * int(context_interpolation)
+                 + in_channels * int(self_condition))
         self.conv_in = nn.Conv2d(in_channels + extra, chans[0], 3, padding=1)
         self.down_blocks = nn.ModuleList()
         skip_chans, ch = [chans[0]], chans[0]
@@ -247,7 +252,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
 
     def _check_inputs(self, sample: Tensor, gene_ids: Tensor, frame_times: Tensor,
                       frame_mask: Tensor | None, tissue_mask: Tensor | None,
-                      context: Tensor | None, context_mask: Tensor | None) -> None:
+                      context: Tensor | None, context_mask: Tensor | None,
+                      self_cond: Tensor | None = None) -> None:
         cfg = self.config
         if sample.ndim != 5 or sample.shape[1] != cfg.in_channels:
             raise InputError(f"sample: expected (b, {cfg.in_channels}, f, h, w), got "
@@ -276,6 +282,12 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         if context_mask is not None and tuple(context_mask.shape) != (b, f):
             raise InputError(f"context_mask: expected shape ({b}, {f}), got "
                              f"{tuple(context_mask.shape)}")
+        if self_cond is not None and not cfg.self_condition:
+            raise InputError("self_cond: this model was not trained with self-conditioning "
+                             "(self_condition=False)")
+        if self_cond is not None and tuple(self_cond.shape) != tuple(sample.shape):
+            raise InputError(f"self_cond: expected shape {tuple(sample.shape)}, got "
+                             f"{tuple(self_cond.shape)}")
 
     def forward(
         self,
@@ -288,6 +300,7 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         return_dict: bool = True,
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
+        self_cond: Tensor | None = None,
     ) -> VideoGeneUNetOutput | tuple[Tensor]:
         """Predict for noisy videos.
 
@@ -304,18 +317,22 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             context_mask: ``(b, f)`` bool, True where ``context`` holds an observed frame. The
                 model's output at context frames is not trained (copy the context there).
                 None = no context (the same as all False).
+            self_cond: ``(b, c, f, h, w)`` the model's previous clean-video estimate
+                (``self_condition`` models; None = zeros, the first step). Zeroed at context
+                frames, where the clean frame is the input.
         """
         # 1. inputs: broadcast timestep, fold frames into the batch, add the mask channel
         gene_ids = torch.as_tensor(gene_ids, device=sample.device)
         frame_times = torch.as_tensor(frame_times, device=sample.device)
         self._check_inputs(sample, gene_ids, frame_times, frame_mask, tissue_mask, context,
-                           context_mask)
+                           context_mask, self_cond)
         b, _, f, h, w = sample.shape
         timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1)
         if timestep.shape[0] not in (1, b):
             raise InputError(f"timestep: expected a scalar or ({b},), got {timestep.shape[0]} values")
         timestep = timestep.expand(b)
         channels = [sample]
+        cm = 0.0  # (b, 1, f, 1, 1) context frames, when the model takes context
         if self.config.context_channels:
             cmask = (torch.zeros(b, f, dtype=torch.bool, device=sample.device)
                      if context_mask is None else context_mask.to(torch.bool))
@@ -325,6 +342,9 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             channels = [sample * (1 - cm), ctx, cm.expand(b, 1, f, h, w)]
             if self.config.context_interpolation:
                 channels.append(interpolate_context(ctx, cmask, frame_times))  # (b, c, f, h, w)
+        if self.config.self_condition:
+            sc = torch.zeros_like(sample) if self_cond is None else self_cond.to(sample.dtype)
+            channels.append(sc * (1 - cm))  # (b, c, f, h, w)
         if self.config.mask_channel:
             if tissue_mask is None:
                 tissue_mask = torch.ones_like(sample[:, :1])

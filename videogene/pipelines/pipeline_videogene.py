@@ -40,6 +40,7 @@ from .samplers import (  # noqa: F401 (re-exported)
     check_sampler,
     default_guidance,
     is_infill,
+    predicted_x0,
 )
 
 logger = get_logger(__name__)
@@ -466,15 +467,21 @@ class VideoGenePipeline(DiffusionPipeline):
             sched.set_timesteps(num_inference_steps, device=device)
             x = randn_tensor((b, channels, t_count, h, w), generator=generator, device=device,
                              dtype=dtype) * sched.init_noise_sigma
+            # self-conditioning: the previous step's clean estimate (of the guided output)
+            x0_prev = torch.zeros_like(x) if self.unet.config.self_condition else None
             for t in sched.timesteps:
                 x_in = torch.cat([x, x]) if do_cfg else x
                 x_in = sched.scale_model_input(x_in, t)
+                if x0_prev is not None:
+                    extra["self_cond"] = torch.cat([x0_prev, x0_prev]) if do_cfg else x0_prev
                 eps = self.unet(x_in, t.expand(n_in) if t.ndim == 0 else t, gene_in, times_in,
                                 frame_mask=present, tissue_mask=tissue, return_dict=False,
                                 **extra)[0]
                 if do_cfg:
                     eps_c, eps_u = eps.chunk(2)
                     eps = eps_u + guidance_scale * (eps_c - eps_u)
+                if x0_prev is not None:
+                    x0_prev = predicted_x0(sched, x, eps, t)
                 x = sched.step(eps, t, x, generator=generator, return_dict=False)[0]
                 if bar is not None:
                     bar.update(1)

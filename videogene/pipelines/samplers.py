@@ -102,3 +102,23 @@ def warn_outside_trained_range(timepoints: Sequence[float], trained: Sequence[fl
         logger.warning("days %s lie outside the trained range E%g-E%g of model %s: extrapolated, "
                        "not interpolated", ", ".join(f"E{t:g}" for t in outside[:5]), lo, hi, source)
     return outside
+
+
+def predicted_x0(scheduler, noisy, pred, timesteps):
+    """The clean video a model output ``pred`` implies at ``timesteps`` (shaped like ``noisy``),
+    under ``scheduler.config.prediction_type`` (torch tensors; ``timesteps`` ``(b,)``): the
+    inverse of :func:`videogene.training.diffusion.noise_and_target`'s
+    target (``sqrt(abar) x_t - sqrt(1 - abar) v``, ``(x_t - sqrt(1 - abar) eps) / sqrt(abar)``
+    or ``pred`` itself). Self-conditioning feeds it back as an input."""
+    abar = scheduler.alphas_cumprod.to(noisy.device)[timesteps.to(noisy.device).long()]
+    abar = abar.to(noisy.dtype).reshape(-1, *([1] * (noisy.ndim - 1)))  # (b, 1, 1, 1, 1)
+    a, s = abar.sqrt(), (1 - abar).sqrt()
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "v_prediction":
+        return a * noisy - s * pred
+    if prediction_type == "epsilon":
+        return (noisy - s * pred) / a
+    if prediction_type == "sample":
+        return pred
+    raise ValueError(f"scheduler prediction_type {prediction_type!r}: expected one of "
+                     "epsilon, v_prediction, sample")

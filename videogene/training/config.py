@@ -85,6 +85,7 @@ class ModelConfig:
     context_channels: bool | None = None  # clean context frames as input (in-filling)
     context_interpolation: bool | None = None  # + their time-linear interpolation per frame
     context_source: str | None = None  # "slice" or "timepoint_mean" (mean of the day's slices)
+    self_condition: bool | None = None  # the model's previous clean estimate as input
     mask_channel: bool | None = None
     dropout: float | None = None
     attention_backend: str | None = None  # "sdpa" (default) or "xformers"
@@ -118,6 +119,8 @@ class DiffusionConfig:
     p_mean: float = -1.2
     p_std: float = 1.2
     context_none_prob: float = 0.5  # in-filling models: probability of no context frames
+    input_perturbation: float = 0.0  # DDPM-IP: noisy input made with noise + gamma * extra noise
+    self_condition_prob: float = 0.5  # self-conditioning models: share of examples given x0-hat
 
     def __post_init__(self) -> None:
         _check_choice("diffusion.", "beta_schedule", self.beta_schedule, BETA_SCHEDULES)
@@ -129,6 +132,12 @@ class DiffusionConfig:
                              "diffusion.prediction_type=v_prediction")
         if self.sigma_data <= 0 or self.p_std <= 0:
             raise InputError("config diffusion.sigma_data and diffusion.p_std: must be > 0")
+        if not (math.isfinite(self.input_perturbation) and self.input_perturbation >= 0.0):
+            raise InputError(f"config diffusion.input_perturbation={self.input_perturbation}: "
+                             "must be a finite number >= 0 (0: off)")
+        if not 0.0 <= self.self_condition_prob <= 1.0:
+            raise InputError(f"config diffusion.self_condition_prob={self.self_condition_prob}: "
+                             "must be in [0, 1]")
         if not 0.0 <= self.context_none_prob <= 1.0:
             raise InputError(f"config diffusion.context_none_prob={self.context_none_prob}: "
                              "must be in [0, 1]")

@@ -22,6 +22,7 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 from einops import rearrange
 
+from ..pipelines.samplers import predicted_x0
 from .config import DiffusionConfig
 
 
@@ -260,16 +261,22 @@ def batch_to_model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tensor],
                    dcfg: DiffusionConfig, *, generator: torch.Generator, null_gene_id: int,
-                   context: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   context: bool = False, self_condition: bool = False
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One micro-batch of the training objective; returns ``(loss, logs)``.
 
     1. noise, timesteps (uniform or lognormal), null-gene dropout and, with ``context`` (a
     model with context channels), a random clean-context subset of the present frames, all
     from ``generator`` and drawn on the batch's device (:func:`generator_on`); 2.-3. forward
     diffusion and target (:func:`noise_and_target`: the prediction type of
-    ``scheduler.config``); 4. model; 5. masked (and tissue-emphasised) MSE per example over
-    the present frames that are not context, times the loss weight (min-SNR or EDM) and the
-    stream's ``sample_weight``, averaged over the batch.
+    ``scheduler.config``; with ``dcfg.input_perturbation`` > 0 the noisy input is made with
+    ``noise + gamma * extra`` and the target with ``noise``, DDPM-IP); 4. model (with
+    ``self_condition``: on a share ``dcfg.self_condition_prob`` of the micro-batches the model's
+    own clean estimate from a first pass without gradient is the ``self_cond`` input, else
+    zeros; Chen et al. 2022); 5. masked
+    (and tissue-emphasised) MSE per example over the present frames that are not context,
+    times the loss weight (min-SNR or EDM) and the stream's ``sample_weight``, averaged over
+    the batch.
 
     ``logs["mse"]`` is the unweighted batch-mean MSE as a detached 0-d tensor on the device:
     nothing here reads a value back to the host, so a caller that logs it converts it
@@ -278,7 +285,7 @@ def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tenso
     inp = batch_to_model_inputs(batch)
     x0 = inp["x0"]
     # 1. random draws, on the batch's device
-    generator = generator_on(generator, x0.device)
+    step_gen, generator = generator, generator_on(generator, x0.device)
     draws = StepNoise.draw(tuple(x0.shape), scheduler.config.num_train_timesteps, dcfg.gene_dropout,
                            generator, x0.device, scheduler, dcfg)
     ctx_mask = (draw_context(inp["frame_present"], dcfg.context_none_prob, generator)
@@ -287,11 +294,28 @@ def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tenso
                            inp["gene_id"])
     # 2.-3. forward diffusion and target
     noisy, target = noise_and_target(scheduler, x0, draws.noise, draws.timesteps)
+    if dcfg.input_perturbation > 0:
+        # DDPM-IP (Ning et al. 2023): the input sees noise + gamma * extra, the target does not,
+        # so training covers the drift of a sampler's own trajectory; drawn last so that runs
+        # with the option off keep their random stream.
+        extra_noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        noisy = scheduler.add_noise(x0, draws.noise + dcfg.input_perturbation * extra_noise,
+                                    draws.timesteps)
     # 4. model
     extra = ({} if ctx_mask is None
              else {"context": inp.get("context", x0), "context_mask": ctx_mask})
-    pred = model(noisy, draws.timesteps, gene_ids=gene_ids, frame_times=inp["frame_times"],
-                 frame_mask=inp["frame_present"], tissue_mask=inp["tissue_mask"], **extra).sample
+    call = dict(gene_ids=gene_ids, frame_times=inp["frame_times"], frame_mask=inp["frame_present"],
+                tissue_mask=inp["tissue_mask"], **extra)
+    if self_condition:
+        # one coin per micro-batch from the CPU step generator (no device read-back), drawn
+        # last: the extra pass without gradient runs on that share of the steps only
+        coin = torch.rand((), generator=step_gen, device=step_gen.device)
+        call["self_cond"] = torch.zeros_like(noisy)
+        if bool(coin < dcfg.self_condition_prob):
+            with torch.no_grad():
+                first = model(noisy, draws.timesteps, **call).sample
+            call["self_cond"] = predicted_x0(scheduler, noisy, first, draws.timesteps).detach()
+    pred = model(noisy, draws.timesteps, **call).sample
     # 5. loss over the present frames that are not given as context
     scored = inp["frame_present"] if ctx_mask is None else inp["frame_present"] & ~ctx_mask
     per_example = masked_loss(pred, target, frame_present=scored,

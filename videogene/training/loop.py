@@ -170,6 +170,7 @@ class Trainer:
         self.noise_scheduler = make_noise_scheduler(cfg.diffusion)
         self.null_gene_id = model.null_gene_id
         self.use_context = bool(model.config.context_channels)  # in-filling: random context subsets
+        self.use_self_cond = bool(model.config.self_condition)  # x0-hat fed back as input
         # the EMA copy that validation samples and exports
         self.eval_unet = VideoGeneUNet.from_config(model.config) if self.is_main else None
 
@@ -223,7 +224,8 @@ class Trainer:
         with acc.accumulate(self.model):
             loss, _ = diffusion_loss(self.model, self.noise_scheduler, batch, cfg.diffusion,
                                      generator=gen, null_gene_id=self.null_gene_id,
-                                     context=self.use_context)
+                                     context=self.use_context,
+                                     self_condition=self.use_self_cond)
             acc.backward(loss)
             if acc.sync_gradients and cfg.max_grad_norm > 0:
                 acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
