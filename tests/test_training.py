@@ -379,6 +379,15 @@ def test_draw_context_subsets():
     assert not draw_context(present, 1.0, torch.Generator().manual_seed(0)).any()
 
 
+def _loss_batch(b: int, f: int, *, side: int = 16) -> dict[str, torch.Tensor]:
+    """A stream batch for the loss tests: ``b`` videos of ``f`` frames in [-1, 1] (global RNG),
+    all frames present, tissue everywhere, days 10 .., genes 0-3."""
+    return {"video": torch.rand(b, f, 1, side, side) * 2 - 1,
+            "tissue_mask": torch.ones(b, f, 1, side, side),
+            "frame_times": torch.arange(f).float().repeat(b, 1) + 10, "gene_id": torch.arange(b) % 4,
+            "frame_present": torch.ones(b, f, dtype=torch.bool), "sample_weight": torch.ones(b)}
+
+
 def test_diffusion_loss_scores_only_non_context_frames():
     from videogene.models import model_from_preset
     from videogene.training.diffusion import diffusion_loss
@@ -389,9 +398,7 @@ def test_diffusion_loss_scores_only_non_context_frames():
         if p.ndim > 1 and not p.detach().any():
             torch.nn.init.normal_(p, std=0.1)
     b, f = 6, 4
-    batch = {"video": torch.rand(b, f, 1, 16, 16) * 2 - 1, "tissue_mask": torch.ones(b, f, 1, 16, 16),
-             "frame_times": torch.arange(f).float().repeat(b, 1) + 10, "gene_id": torch.arange(b) % 4,
-             "frame_present": torch.ones(b, f, dtype=torch.bool), "sample_weight": torch.ones(b)}
+    batch = _loss_batch(b, f)
     dcfg = load_config(None, ["diffusion.context_none_prob=0.0"]).diffusion
     calls = []
 
@@ -449,9 +456,7 @@ def test_diffusion_loss_reads_the_scheduler_and_logs_a_tensor():
     )
 
     b, f = 4, 3
-    batch = {"video": torch.rand(b, f, 1, 16, 16) * 2 - 1, "tissue_mask": torch.ones(b, f, 1, 16, 16),
-             "frame_times": torch.arange(f).float().repeat(b, 1) + 10, "gene_id": torch.arange(b) % 4,
-             "frame_present": torch.ones(b, f, dtype=torch.bool), "sample_weight": torch.ones(b)}
+    batch = _loss_batch(b, f)
 
     def zero_model(x, t, **kw):
         return type("Out", (), {"sample": torch.zeros_like(x)})()
@@ -496,9 +501,7 @@ def test_input_perturbation_moves_the_input_not_the_target(gamma):
     )
 
     b, f = 4, 3
-    batch = {"video": torch.rand(b, f, 1, 8, 8) * 2 - 1, "tissue_mask": torch.ones(b, f, 1, 8, 8),
-             "frame_times": torch.arange(f).float().repeat(b, 1) + 10, "gene_id": torch.arange(b) % 4,
-             "frame_present": torch.ones(b, f, dtype=torch.bool), "sample_weight": torch.ones(b)}
+    batch = _loss_batch(b, f, side=8)
     dcfg = load_config(None, [f"diffusion.input_perturbation={gamma}"]).diffusion
     sched = make_noise_scheduler(dcfg)
     seen = []
@@ -559,9 +562,7 @@ def test_self_conditioning_feeds_the_first_pass_estimate(prob):
         if p.ndim > 1 and not p.detach().any():
             torch.nn.init.normal_(p, std=0.1)
     b, f = 8, 3
-    batch = {"video": torch.rand(b, f, 1, 16, 16) * 2 - 1, "tissue_mask": torch.ones(b, f, 1, 16, 16),
-             "frame_times": torch.arange(f).float().repeat(b, 1) + 10, "gene_id": torch.arange(b) % 4,
-             "frame_present": torch.ones(b, f, dtype=torch.bool), "sample_weight": torch.ones(b)}
+    batch = _loss_batch(b, f)
     dcfg = load_config(None, [f"diffusion.self_condition_prob={prob}"]).diffusion
     sched = make_noise_scheduler(dcfg)
     calls = []
@@ -595,9 +596,7 @@ def test_self_conditioning_coin_is_per_micro_batch():
     from videogene.training.diffusion import diffusion_loss
 
     b, f = 2, 2
-    batch = {"video": torch.rand(b, f, 1, 8, 8), "tissue_mask": torch.ones(b, f, 1, 8, 8),
-             "frame_times": torch.arange(f).float().repeat(b, 1), "gene_id": torch.arange(b),
-             "frame_present": torch.ones(b, f, dtype=torch.bool), "sample_weight": torch.ones(b)}
+    batch = _loss_batch(b, f, side=8)
     dcfg = load_config(None, ["diffusion.self_condition_prob=0.5"]).diffusion
     sched = make_noise_scheduler(dcfg)
     calls = []

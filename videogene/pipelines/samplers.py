@@ -22,6 +22,9 @@ logger = get_logger(__name__)
 
 #: Sampling algorithms of :class:`~videogene.pipelines.VideoGenePipeline`, default first.
 SAMPLERS: tuple[str, ...] = ("dpmsolver++", "ddim", "ddpm")
+#: Prediction types the training target (:func:`videogene.training.diffusion.noise_and_target`)
+#: and :func:`predicted_x0` know: the noise, v or the clean sample.
+PREDICTION_TARGETS: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
 #: The sampler used when none is named.
 DEFAULT_SAMPLER: str = SAMPLERS[0]
 #: Classifier-free guidance scale of generation and evaluation when none is given.
@@ -121,4 +124,4 @@ def predicted_x0(scheduler, noisy, pred, timesteps):
     if prediction_type == "sample":
         return pred
     raise ValueError(f"scheduler prediction_type {prediction_type!r}: expected one of "
-                     "epsilon, v_prediction, sample")
+                     f"{', '.join(PREDICTION_TARGETS)}")

@@ -120,7 +120,7 @@ class DiffusionConfig:
     p_std: float = 1.2
     context_none_prob: float = 0.5  # in-filling models: probability of no context frames
     input_perturbation: float = 0.0  # DDPM-IP: noisy input made with noise + gamma * extra noise
-    self_condition_prob: float = 0.5  # self-conditioning models: share of examples given x0-hat
+    self_condition_prob: float = 0.5  # self-conditioning models: share of micro-batches given x0-hat
 
     def __post_init__(self) -> None:
         _check_choice("diffusion.", "beta_schedule", self.beta_schedule, BETA_SCHEDULES)

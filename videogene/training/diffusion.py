@@ -22,7 +22,7 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 from einops import rearrange
 
-from ..pipelines.samplers import predicted_x0
+from ..pipelines.samplers import PREDICTION_TARGETS, predicted_x0
 from .config import DiffusionConfig
 
 
@@ -59,8 +59,6 @@ def shifted_betas(alphas_cumprod: torch.Tensor, shift: float) -> list[float]:
     return (1 - new / prev).clamp(0.0, 0.999).tolist()
 
 
-#: prediction types :func:`noise_and_target` knows (the target is the noise, v or the clean sample)
-PREDICTION_TARGETS = ("epsilon", "v_prediction", "sample")
 
 
 def noise_and_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
@@ -273,10 +271,9 @@ def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tenso
     ``noise + gamma * extra`` and the target with ``noise``, DDPM-IP); 4. model (with
     ``self_condition``: on a share ``dcfg.self_condition_prob`` of the micro-batches the model's
     own clean estimate from a first pass without gradient is the ``self_cond`` input, else
-    zeros; Chen et al. 2022); 5. masked
-    (and tissue-emphasised) MSE per example over the present frames that are not context,
-    times the loss weight (min-SNR or EDM) and the stream's ``sample_weight``, averaged over
-    the batch.
+    zeros; Chen et al. 2022); 5. masked (and tissue-emphasised) MSE per example over the
+    present frames that are not context, times the loss weight (min-SNR or EDM) and the
+    stream's ``sample_weight``, averaged over the batch.
 
     ``logs["mse"]`` is the unweighted batch-mean MSE as a detached 0-d tensor on the device:
     nothing here reads a value back to the host, so a caller that logs it converts it
