@@ -236,6 +236,13 @@ def main(argv=None) -> int:
         rd = meds["redraw"]
         targets.append(f"a perfect sampler (count redraw, mean of {a.num_samples}) Pearson "
                        f"{f(rd['pearson'])}; RMSE ratio {f(rd['rmse'] / lin['rmse'], '.2f')}")
+    cal = ((res.get("calibration") or {}).get("passes") or {}).get("model_infill") or {}
+    if cal.get("calibrated_pearson") is not None:
+        targets.append(f"a calibrated sampler of the in-filled pass's own posterior (posterior "
+                       f"mean Pearson {f(cal['posterior_mean_pearson'])}) would score "
+                       f"{f(cal['calibrated_pearson'])} (the samples: {f(cal['pearson'])}; "
+                       f"sample-sample / sample-real agreement "
+                       f"{f(cal['sample_agreement'])} / {f(cal['observation_agreement'])})")
     if "model_infill_expected" in meds and lin:
         me = meds["model_infill_expected"]
         targets.append(f"model_infill_expected Pearson {f(me['pearson'])}; RMSE ratio "

@@ -208,7 +208,21 @@ def test_metrics_json_layout(evaluated, tiny_dataset_holdout, tiny_synth_config)
     assert h["train_frames"]["against"] == "truth"
     assert math.isfinite(h["train_frames"]["methods"]["model"]["pearson"])
     assert summary["gene_sets"] == {k: v["n_genes"] for k, v in metrics["protocol"]["gene_sets"].items()}
+    # calibration of both passes' samples on the headline's set (tl.calibration)
+    cal = s["calibration"]
+    assert cal["gene_set"] == "spatial" and list(cal["passes"]) == ["model", "model_infill"]
+    for name, c in cal["passes"].items():
+        assert c["n_frames"] == h["n_frames"] and c["n_samples"] == 2
+        for key in ("sample_agreement", "observation_agreement", "posterior_mean_pearson",
+                    "draw_pearson", "calibrated_pearson", "calibrated_pearson_per_sample"):
+            assert -1.0 <= c[key] <= 1.0, (name, key)
+        # the samples' own score is the headline's (both cover every frame of the set)
+        assert c["pearson"] == pytest.approx(h["methods"][name]["pearson"])
+        assert -1.0 <= c["prediction_correlation"] <= 1.0
+    assert summary["calibration"] == json.loads(json.dumps(cal))
     report = (out / "report.md").read_text()
+    assert "## Are the samples calibrated? (`spatial` genes)" in report
+    assert "a calibrated sampler of this posterior" in report
     assert "## Headline: `spatial` genes against the truth" in report
     assert "Against the noise-free truth" in report and "Training frames" in report
     for name in expected_sets:

@@ -27,6 +27,7 @@ from ..pipelines.samplers import (
     SAMPLERS,
     check_sampling_args,
 )
+from ..tl.calibration import sample_calibration
 from ..tl.evaluate import (
     HEADLINE_METRICS,
     METHOD_LABELS,
@@ -54,7 +55,7 @@ from ..tl.heldout import (
 from ..tl.metrics import METRICS, ZERO_THRESHOLD
 from ..utils import check_output_dir, get_logger
 
-__all__ = ["evaluate_model", "write_report", "headline_lines"]
+__all__ = ["evaluate_model", "write_report", "headline_lines", "calibration_lines"]
 
 logger = get_logger(__name__)
 
@@ -108,6 +109,37 @@ def headline_lines(h: Mapping) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- report.md
+_CALIBRATION_ROWS = (
+    ("sample_agreement", "Pearson between two samples (mean over pairs)"),
+    ("observation_agreement", "Pearson between a sample and the real slice"),
+    ("posterior_mean_pearson", "one-step posterior mean vs the truth"),
+    ("draw_pearson", "one count redraw vs the truth (the data's noise)"),
+    ("pearson", "samples vs the truth (mean of samples)"),
+    ("calibrated_pearson", "a calibrated sampler of this posterior (mean of samples)"),
+    ("pearson_per_sample", "samples vs the truth (per sample)"),
+    ("calibrated_pearson_per_sample", "a calibrated sampler of this posterior (per sample)"),
+    ("prediction_correlation", "frame by frame: calibrated vs actual (correlation)"),
+)
+
+
+def calibration_lines(cal: Mapping) -> list[str]:
+    """The report's calibration section from ``summary["calibration"]``."""
+    passes = cal["passes"]
+    names = list(passes)
+    lines = [f"## Are the samples calibrated? (`{cal['gene_set']}` genes)", "",
+             "A sampler of the right distribution agrees with the real slice as well as with "
+             "another of its samples. Where the truth is known, the samples' score is set beside "
+             "what a calibrated sampler of the model's own posterior (its one-step posterior "
+             "mean) would score given the data's count noise (`videogene.tl.calibration`). "
+             "Medians over frames.", "",
+             "| | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---|" * len(names)]
+    for key, label in _CALIBRATION_ROWS:
+        if any(passes[n].get(key) is not None for n in names):
+            lines.append(f"| {label} | " + " | ".join(_num(passes[n].get(key)) for n in names)
+                         + " |")
+    return lines
+
+
 def _cell(s: Mapping) -> str:
     med, mean = s["median"], s["mean"]
     if med is None or not np.isfinite(med):
@@ -230,6 +262,8 @@ def write_report(result: Mapping, out_dir, *, examples: Sequence[Mapping] = (),
                   "The expected expression of the reference slice, rasterized like the data; "
                   "the second slice here shows how far one noisy measurement is from it."]
         lines += _set_tables(summary["vs_truth"]["by_gene_set"], metric_names)
+    if summary.get("calibration"):
+        lines += [""] + calibration_lines(summary["calibration"])
     train = summary.get("train_frames")
     if train:
         lines += ["", "## Training frames (observed time points: "
@@ -440,6 +474,12 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
         summary["train_frames"] = tf
     del videos, expected_videos
     summary["headline"] = headline(summary, records, sets)
+    if num_samples > 1:  # do the samples agree with each other as with the data? (tl.calibration)
+        members = sets.get(summary["headline"]["gene_set"], genes)
+        summary["calibration"] = {"gene_set": summary["headline"]["gene_set"], "passes": {
+            m: sample_calibration(fs, scored[m], records, members, method=m,
+                                  expected=f"{m}_expected")
+            for m in ("model", "model_infill") if m in scored}}
 
     protocol = {
         "heldout_timepoints": spec["timepoints"],
@@ -505,6 +545,7 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
         "heldout_timepoints": spec["timepoints"],
         "gene_sets": {s: len(members) for s, members in sets.items()},
         "headline": _jsonable(summary["headline"]),
+        "calibration": _jsonable(summary.get("calibration")),
         "summary": short,
         "model_vs_linear": {
             "median_pearson_difference": (vs.get("pearson") or {}).get("median_difference"),

@@ -32,6 +32,7 @@ on the synthetic atlas and ``spatial`` against the real slice on real data.
     vs_truth.by_gene_set.<set>...                         (synthetic atlas only)
     train_frames.{timepoints, n_frames, by_gene_set.<set>..., vs_truth.by_gene_set.<set>...}
     headline.{gene_set, against, n_genes, methods, comparisons, train_frames}
+    calibration.{gene_set, passes.<pass>...}     (the job; videogene.tl.calibration)
 
 Adding a method is one line in :data:`METHOD_LABELS` plus the code producing its images:
 generated sample stacks passed to :func:`score_methods` under a name are scored as the mean of
