@@ -79,11 +79,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--infill-guidance", type=float, default=DEFAULT_INFILL_GUIDANCE,
                    help=f"guidance scale of the in-filled pass ({DEFAULT_INFILL_GUIDANCE:g})")
     p.add_argument("--max-genes", type=int, default=None, help="evaluate at most N genes")
+    p.add_argument("--eval-batch-size", type=int, default=8,
+                   help="genes per pipeline call in the evaluation (8; larger on a GPU)")
     p.add_argument("--device", default=None, help="evaluation device (default: best)")
     p.add_argument("--seed", type=int, default=0, help="seed for atlas, training and sampling (0)")
     p.add_argument("--work", default=None, help="work folder (runs/bench_heldout_<preset>)")
     p.add_argument("--fresh", action="store_true", help="delete the work folder first")
     p.add_argument("--skip-train", action="store_true", help="evaluate the existing training output")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="build the atlas and the prepared dataset in --work, print the dataset "
+                        "path and stop (benchmarks/gpu_heldout.py trains a probe on it first)")
     p.add_argument("--no-append", action="store_true", help="print only; leave docs/benchmarks.md")
     p.add_argument("--no-embed", action="store_true",
                    help="skip `videogene embed` (learned gene table vs the PCA baseline)")
@@ -162,6 +167,9 @@ def main(argv=None) -> int:
         prepare_dataset([atlas], dataset, resolution=resolution, holdout_timepoints=[a.holdout],
                         progress=True)
     timings["prepare_s"] = time.time() - t0
+    if a.prepare_only:
+        print(dataset)
+        return 0
 
     train_out = work / "train"
     t0 = time.time()
@@ -180,7 +188,8 @@ def main(argv=None) -> int:
         res = evaluate_model(train_out, dataset, work / "evaluate", num_samples=a.num_samples,
                              num_inference_steps=a.steps, guidance_scale=a.guidance,
                              infill_guidance_scale=a.infill_guidance,
-                             max_genes=a.max_genes, seed=a.seed, device=a.device,
+                             batch_size=a.eval_batch_size, max_genes=a.max_genes, seed=a.seed,
+                             device=a.device,
                              train_frames=not a.no_train_frames)
     except InputError as exc:
         print(f"bench_heldout: error: {exc}", file=sys.stderr)

@@ -31,6 +31,12 @@ TOP_LEVEL = {"time_embed", "gene_embedding", "gene_proj", "frame_time_embed", "g
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+# The stored output was computed on another CPU: its kernels round the last bits differently
+# (2.6e-6 at most on an AMD EPYC against an Intel Xeon's file). A wrong key mapping moves the
+# output by far more than this.
+STORED = dict(atol=1e-5, rtol=1e-4)
+
+
 def old_io() -> tuple[dict, torch.Tensor]:
     io = load_file(str(OLD / "io.safetensors"))
     return io, io.pop("output")
@@ -68,7 +74,7 @@ def test_old_export_loads_through_from_pretrained_with_the_same_output():
     model, info = VideoGeneUNet.from_pretrained(OLD, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     inputs, want = old_io()
-    torch.testing.assert_close(predict(model, inputs), want, atol=0, rtol=0)
+    torch.testing.assert_close(predict(model, inputs), want, **STORED)
 
 
 def test_old_state_dict_loads_through_load_state_dict_and_prefixes():
@@ -77,14 +83,14 @@ def test_old_state_dict_loads_through_load_state_dict_and_prefixes():
     inputs, want = old_io()
     model = fresh_old_model()
     model.load_state_dict(load_file(str(WEIGHTS)))  # strict
-    torch.testing.assert_close(predict(model, inputs), want, atol=0, rtol=0)
+    torch.testing.assert_close(predict(model, inputs), want, **STORED)
     model = fresh_old_model()
     load_model(model, str(WEIGHTS))  # how accelerate's load_state reads model.safetensors
-    torch.testing.assert_close(predict(model, inputs), want, atol=0, rtol=0)
+    torch.testing.assert_close(predict(model, inputs), want, **STORED)
     # wrapped (DDP's "module.", torch.compile's "_orig_mod."): the prefix is handled
     wrapper = torch.nn.ModuleDict({"module": fresh_old_model()})
     wrapper.load_state_dict({f"module.{k}": v for k, v in load_file(str(WEIGHTS)).items()})
-    torch.testing.assert_close(predict(wrapper["module"], inputs), want, atol=0, rtol=0)
+    torch.testing.assert_close(predict(wrapper["module"], inputs), want, **STORED)
 
 
 def test_old_checkpoint_resumes_through_accelerate_load_state(tmp_path):
@@ -100,7 +106,7 @@ def test_old_checkpoint_resumes_through_accelerate_load_state(tmp_path):
     finally:
         AcceleratorState._reset_state(True)  # the training loop builds its own in other tests
     inputs, want = old_io()
-    torch.testing.assert_close(predict(accelerator.unwrap_model(model), inputs), want, atol=0, rtol=0)
+    torch.testing.assert_close(predict(accelerator.unwrap_model(model), inputs), want, **STORED)
 
 
 def test_new_export_round_trip(tmp_path):
@@ -110,7 +116,7 @@ def test_new_export_round_trip(tmp_path):
     assert {k.split(".")[0] for k in keys} == TOP_LEVEL
     inputs, want = old_io()
     torch.testing.assert_close(predict(VideoGeneUNet.from_pretrained(tmp_path / "unet"), inputs), want,
-                               atol=0, rtol=0)
+                               **STORED)
 
 
 def test_unmappable_old_keys_are_one_line_input_errors(tmp_path):

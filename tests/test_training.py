@@ -377,6 +377,22 @@ def test_draw_context_subsets():
     again = draw_context(present, 0.5, torch.Generator().manual_seed(0))
     assert torch.equal(ctx, again)
     assert not draw_context(present, 1.0, torch.Generator().manual_seed(0)).any()
+    # leave one out: every present frame but one, same examples with context as uniform
+    loo = draw_context(present, 0.5, torch.Generator().manual_seed(0), size="leave_one_out")
+    assert not (loo & ~present).any() and not loo[2000:].any()
+    assert torch.equal(loo.any(dim=1), ctx.any(dim=1))
+    assert set(loo[:2000].sum(dim=1).tolist()) == {0, 3}
+    assert (ctx <= loo).all()  # the uniform subset is the first k of the same random order
+
+
+def test_context_size_config():
+    from videogene.errors import InputError
+    from videogene.training.config import DiffusionConfig
+
+    assert DiffusionConfig().context_size == "uniform"
+    assert DiffusionConfig(context_size="leave_one_out").context_size == "leave_one_out"
+    with pytest.raises(InputError, match="context_size"):
+        DiffusionConfig(context_size="most")
 
 
 def _loss_batch(b: int, f: int, *, side: int = 16) -> dict[str, torch.Tensor]:

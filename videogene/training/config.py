@@ -31,6 +31,7 @@ GENE_EMBEDDING_INITS = ("random", "data")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 LOSS_WEIGHTINGS = ("min_snr", "edm")
 TIMESTEP_SAMPLINGS = ("uniform", "lognormal")
+CONTEXT_SIZES = ("uniform", "leave_one_out")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                  "constant_with_warmup")
@@ -119,6 +120,7 @@ class DiffusionConfig:
     p_mean: float = -1.2
     p_std: float = 1.2
     context_none_prob: float = 0.5  # in-filling models: probability of no context frames
+    context_size: str = "uniform"  # in-filling models: context subset size (draw_context)
     input_perturbation: float = 0.0  # DDPM-IP: noisy input made with noise + gamma * extra noise
     self_condition_prob: float = 0.5  # self-conditioning models: share of micro-batches given x0-hat
 
@@ -127,6 +129,7 @@ class DiffusionConfig:
         _check_choice("diffusion.", "prediction_type", self.prediction_type, PREDICTION_TYPES)
         _check_choice("diffusion.", "loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
         _check_choice("diffusion.", "timestep_sampling", self.timestep_sampling, TIMESTEP_SAMPLINGS)
+        _check_choice("diffusion.", "context_size", self.context_size, CONTEXT_SIZES)
         if self.loss_weighting == "edm" and self.prediction_type != "v_prediction":
             raise InputError("config diffusion.loss_weighting=edm needs "
                              "diffusion.prediction_type=v_prediction")

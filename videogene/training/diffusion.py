@@ -134,15 +134,17 @@ def lognormal_timesteps(scheduler: DDPMScheduler, n: int, p_mean: float, p_std: 
     return (log_sigma[None] - target[:, None]).abs().argmin(dim=1)
 
 
-def draw_context(frame_present: torch.Tensor, none_prob: float, generator: torch.Generator
-                 ) -> torch.Tensor:
+def draw_context(frame_present: torch.Tensor, none_prob: float, generator: torch.Generator,
+                 *, size: str = "uniform") -> torch.Tensor:
     """Random clean-context frames for in-filling training (masked conditional video
     diffusion), ``(b, f)`` bool. Per example: no context with probability ``none_prob``
     (gene-only generation, the gene table must carry the gene); otherwise a random non-empty
-    proper subset of the present frames, of uniformly drawn size ``1 .. n_present - 1``
-    (examples with fewer than two present frames get none). Drawn on ``frame_present``'s
-    device, from ``generator`` when it is there (else from :func:`generator_on`): no host
-    round trip."""
+    proper subset of the present frames, of size ``size``: ``"uniform"`` draws it uniformly
+    in ``1 .. n_present - 1``, ``"leave_one_out"`` takes ``n_present - 1`` (every present frame
+    but a random one: the shape of in-filling a missing day from all observed ones). Examples
+    with fewer than two present frames get none. The same random numbers are drawn for either
+    size. Drawn on ``frame_present``'s device, from ``generator`` when it is there (else from
+    :func:`generator_on`): no host round trip."""
     present = frame_present.bool()
     device = present.device
     generator = generator_on(generator, device)
@@ -153,6 +155,8 @@ def draw_context(frame_present: torch.Tensor, none_prob: float, generator: torch
     n_present = present.sum(dim=1)
     k = (torch.rand(b, generator=generator, device=device)
          * (n_present - 1).clamp_min(0)).long() + 1  # (b,)
+    if size == "leave_one_out":
+        k = (n_present - 1).clamp_min(1)
     return (rank < k[:, None]) & present & (use & (n_present >= 2))[:, None]
 
 
@@ -285,8 +289,8 @@ def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tenso
     step_gen, generator = generator, generator_on(generator, x0.device)
     draws = StepNoise.draw(tuple(x0.shape), scheduler.config.num_train_timesteps, dcfg.gene_dropout,
                            generator, x0.device, scheduler, dcfg)
-    ctx_mask = (draw_context(inp["frame_present"], dcfg.context_none_prob, generator)
-                if context else None)
+    ctx_mask = (draw_context(inp["frame_present"], dcfg.context_none_prob, generator,
+                             size=dcfg.context_size) if context else None)
     gene_ids = torch.where(draws.drop_gene, torch.full_like(inp["gene_id"], null_gene_id),
                            inp["gene_id"])
     # 2.-3. forward diffusion and target
