@@ -28,9 +28,11 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-eval-genes", type=int, default=400, help="evaluate at most N genes (400)")
     p.add_argument("--train-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra train.py override for the probe and the run; repeat for several")
-    p.add_argument("--work", default="/tmp/vg_gpu_heldout", help="work folder (/tmp/vg_gpu_heldout)")
+    p.add_argument("--work", default="/tmp/vg_gpu_heldout",
+                   help="work folder, emptied first (/tmp/vg_gpu_heldout)")
     p.add_argument("--tiny", action="store_true",
                    help="debugging on CPU: tiny preset, 60 genes, 16 px, batch 8, no workers, "
                         "fp32, probe 8 steps on 4 genes (explicit options do not apply)")
@@ -108,21 +111,27 @@ def main(argv=None) -> int:
         print(f"+ [{time.time() - t_start:.0f}s] {what}: {' '.join(cmd)}", flush=True)
         log.write(f"\n#### {what}: {' '.join(cmd)}\n")
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
         lines = []
+        # the whole group: train.py and loader workers would keep the pipe open
+        watchdog = (threading.Timer(max(1.0, timeout), os.killpg, (proc.pid, signal.SIGKILL))
+                    if timeout else None)
+        if watchdog:
+            watchdog.start()
         try:
             for line in proc.stdout:
                 lines.append(line)
                 log.write(line)
                 if not line.startswith(("train:", "\r")) and "it/s]" not in line:
                     print(line, end="", flush=True)
-            proc.wait(timeout=max(1.0, timeout or 1e9))
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            proc.wait()
+        finally:
+            if watchdog:
+                watchdog.cancel()
         log.flush()
         if proc.returncode != 0:
-            raise SystemExit(f"gpu_heldout: error: {what} failed (exit {proc.returncode}); "
-                             f"see {dest / 'log.txt'}")
+            why = "killed at the budget" if proc.returncode == -9 else f"exit {proc.returncode}"
+            raise SystemExit(f"gpu_heldout: error: {what} failed ({why}); see {dest / 'log.txt'}")
         return "".join(lines)
 
     # 1. atlas and dataset
