@@ -52,6 +52,29 @@ def peak_rss_gib(include_children: bool = False) -> float:
     return kib / 2**20
 
 
+PERF_TAGS = ("perf/steps_per_s", "perf/examples_per_s")
+
+
+def train_perf(output_dir) -> dict[str, list[float]]:
+    """``train.py``'s throughput from its TensorBoard logs under ``output_dir/logs``: one value
+    per logging interval for each of :data:`PERF_TAGS` that was logged."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values: dict[str, list[float]] = {}
+    for ev in sorted(Path(output_dir).glob("logs/**/events.out.tfevents.*")):
+        acc = EventAccumulator(str(ev), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in PERF_TAGS:
+            if tag in acc.Tags()["scalars"]:
+                values.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
+    return values
+
+
+def steady(values: list[float]) -> list[float]:
+    """The logging intervals after the first (warm-up, loader start), or the only one."""
+    return values[1:] or values
+
+
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     columns = columns or list(rows[0])
     out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]

@@ -181,27 +181,20 @@ train_run() {  # name dataset-resolution args...
   "$PY" train.py "$@" "${TRAIN_COMMON[@]}" data.path="$DATA/d$r" output_dir="$out"
   "$PY" - "$name" "$out" "$@" <<'EOF'
 import json, os, statistics, sys
-from pathlib import Path
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-name, out, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
-values = {}
-for ev in sorted(out.glob("logs/**/events.out.tfevents.*")):
-    acc = EventAccumulator(str(ev), size_guidance={"scalars": 0})
-    acc.Reload()
-    for tag in ("perf/steps_per_s", "perf/examples_per_s"):
-        if tag in acc.Tags()["scalars"]:
-            values.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
+sys.path.insert(0, os.path.join(os.environ["ROOT"], "benchmarks"))
+from _common import steady, train_perf
+name, out, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+values = train_perf(out)
 sps = values.get("perf/steps_per_s", [])
 eps = values.get("perf/examples_per_s", [])
 if not sps:
     raise SystemExit(f"no perf/steps_per_s in {out}/logs")
-steady = slice(1, None) if len(sps) > 1 else slice(None)  # first interval: warm-up, loader start
 opts = dict(a.split("=", 1) for a in args if "=" in a)
 row = {"bench": "train", "name": name, "config": args[1] if args[:1] == ["--config"] else "",
        "batch": int(opts.get("train_batch_size", 0)), "workers": int(opts.get("dataloader_num_workers", 0)),
        "mixed_precision": opts.get("mixed_precision", ""), "intervals": len(sps),
-       "first_interval_steps_per_s": sps[0], "steps_per_s": statistics.median(sps[steady]),
-       "examples_per_s": statistics.median(eps[steady])}
+       "first_interval_steps_per_s": sps[0], "steps_per_s": statistics.median(steady(sps)),
+       "examples_per_s": statistics.median(steady(eps))}
 print(json.dumps(row))
 with open(os.environ["RES"], "a") as fh:
     fh.write(json.dumps(row) + "\n")

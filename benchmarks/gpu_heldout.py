@@ -37,6 +37,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import steady, train_perf  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -75,17 +78,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def steps_per_second(out: Path) -> float:
     """Median ``perf/steps_per_s`` of a train.py run over its logging intervals after the
     first (warm-up, loader start)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = []
-    for ev in sorted(out.glob("logs/**/events.out.tfevents.*")):
-        acc = EventAccumulator(str(ev), size_guidance={"scalars": 0})
-        acc.Reload()
-        if "perf/steps_per_s" in acc.Tags()["scalars"]:
-            values += [e.value for e in acc.Scalars("perf/steps_per_s")]
+    values = train_perf(out).get("perf/steps_per_s")
     if not values:
         raise SystemExit(f"gpu_heldout: error: no perf/steps_per_s in {out}/logs")
-    return statistics.median(values[1:] or values)
+    return statistics.median(steady(values))
 
 
 def main(argv=None) -> int:
