@@ -48,6 +48,21 @@ def test_table_shape_scale_and_programs(programs_dataset, dim):
     assert scores["knn_precision"] > 0.3 > 10 * scores["knn_precision_chance"], scores
 
 
+def test_fewer_components_than_columns_pad_with_zeros(programs_dataset):
+    """``components=n`` puts the first n principal components in the first n columns (the same
+    directions as a table of width n, so the same cosine neighbours) and zeros after them."""
+    narrow = data_gene_table(programs_dataset, 4, heldout_timepoints=[11.5], progress=False)
+    wide = data_gene_table(programs_dataset, 12, heldout_timepoints=[11.5], components=4,
+                           progress=False)
+    assert wide.shape == (narrow.shape[0], 12)
+    assert not wide[:, 4:].any()
+    assert np.sqrt((wide ** 2).mean()) == pytest.approx(1.0, rel=1e-5)
+    ratio = wide[:, :4] / np.where(narrow == 0, 1, narrow)
+    np.testing.assert_allclose(ratio[narrow != 0], ratio[narrow != 0].flat[0], rtol=1e-4)
+    with pytest.raises(InputError, match="gene_embedding_init_components=13"):
+        data_gene_table(programs_dataset, 12, components=13, progress=False)
+
+
 def test_heldout_frames_do_not_reach_the_table(tiny_dataset_holdout, tmp_path):
     """The table is a function of the training frames only: changing a held-out slice's values
     (here: leaving it out versus keeping it in) must matter only when it is not held out."""
@@ -112,6 +127,8 @@ def test_config_rejects_unknown_init():
         load_config(None, ["gene_embedding_init=pca"])
     with pytest.raises(InputError, match="gene_embedding_init_rms"):
         load_config(None, ["gene_embedding_init_rms=0"])
+    with pytest.raises(InputError, match="gene_embedding_init_components=0"):
+        load_config(None, ["gene_embedding_init_components=0"])
 
 
 def test_old_layout_checkpoint_is_refused(tmp_path):

@@ -191,6 +191,7 @@ class TrainConfig:
     gene_embedding_lr_scale: float = 1.0  # LR multiplier of the gene table (rows train sparsely)
     gene_embedding_init: str = "random"  # "random" or "data" (PCA of each gene's training frames)
     gene_embedding_init_rms: float = 1.0  # "data": root mean square of the starting table
+    gene_embedding_init_components: int | None = None  # "data": PCs in the start (null: all columns)
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
     use_ema: bool = True
@@ -237,6 +238,10 @@ class TrainConfig:
         if not self.gene_embedding_init_rms > 0:
             raise InputError(f"config gene_embedding_init_rms={self.gene_embedding_init_rms}: "
                              "must be > 0")
+        n = self.gene_embedding_init_components
+        if n is not None and not (isinstance(n, int) and n >= 1):
+            raise InputError(f"config gene_embedding_init_components={n}: must be an integer "
+                             ">= 1 or null")
         if not self.gene_embedding_lr_scale > 0:
             raise InputError(f"config gene_embedding_lr_scale={self.gene_embedding_lr_scale}: "
                              "must be > 0")

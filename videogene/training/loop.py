@@ -160,6 +160,7 @@ class Trainer:
             spec = meta.holdout_spec({"data": {"holdout_timepoints": cfg.data.holdout_timepoints}})
             init_gene_table(model, self.data_dir, heldout_timepoints=spec["timepoints"],
                             heldout_frames=spec["frames"], rms=cfg.gene_embedding_init_rms,
+                            components=cfg.gene_embedding_init_components,
                             seed=cfg.seed, progress=self.is_main)
         if cfg.gradient_checkpointing:
             model.enable_gradient_checkpointing()
