@@ -43,6 +43,10 @@ def data_gene_table(dataset_dir: str | Path, dim: int, *, heldout_timepoints: It
     """
     from ..data import load_masks, load_metadata, read_gene_canvases
 
+    n = dim if components is None else int(components)
+    if not 1 <= n <= dim:
+        raise InputError(f"config gene_embedding_init_components={components}: must be between "
+                         f"1 and the table width model.gene_embed_dim={dim}")
     meta = load_metadata(dataset_dir)
     vectors = PatternVectors(meta, load_masks(dataset_dir), meta.genes,
                              heldout_timepoints=heldout_timepoints,
@@ -54,10 +58,6 @@ def data_gene_table(dataset_dir: str | Path, dim: int, *, heldout_timepoints: It
         it = tqdm(it, total=len(meta.genes), desc="gene table from data", unit="gene", leave=False)
     for gene, canvas in it:
         vectors.add(gene, canvas)
-    n = dim if components is None else int(components)
-    if not 1 <= n <= dim:
-        raise InputError(f"config gene_embedding_init_components={components}: must be between "
-                         f"1 and the table width model.gene_embed_dim={dim}")
     scores, ratio = vectors.pca(n)
     scores = np.pad(scores, ((0, 0), (0, dim - n)))
     norm = float(np.sqrt((scores.astype(np.float64) ** 2).mean()))
