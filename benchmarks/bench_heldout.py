@@ -38,7 +38,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import markdown_table, peak_rss_gib, report  # noqa: E402
 
-from videogene.pipelines.samplers import DEFAULT_GUIDANCE, DEFAULT_INFILL_GUIDANCE  # noqa: E402
+from videogene.pipelines.samplers import (  # noqa: E402
+    DEFAULT_GUIDANCE,
+    DEFAULT_INFILL_GUIDANCE,
+    DEFAULT_SAMPLER,
+    SAMPLERS,
+)
 
 
 def headline_rows(h: dict, labels: dict) -> list[dict]:
@@ -74,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="extra train.py override; repeat for several")
     p.add_argument("--num-samples", type=int, default=None, help="samples per gene (4)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (25)")
+    p.add_argument("--scheduler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
+                   help=f"sampler of both passes ({DEFAULT_SAMPLER})")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
                    help=f"guidance scale ({DEFAULT_GUIDANCE:g})")
     p.add_argument("--infill-guidance", type=float, default=DEFAULT_INFILL_GUIDANCE,
@@ -86,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", default=None, help="work folder (runs/bench_heldout_<preset>)")
     p.add_argument("--fresh", action="store_true", help="delete the work folder first")
     p.add_argument("--skip-train", action="store_true", help="evaluate the existing training output")
+    p.add_argument("--eval-dir", default="evaluate",
+                   help="evaluation folder inside --work (evaluate); another name keeps an earlier "
+                        "evaluation of the same weights, e.g. with --skip-train --scheduler ...")
     p.add_argument("--prepare-only", action="store_true",
                    help="build the atlas and the prepared dataset in --work, print the dataset "
                         "path and stop (benchmarks/gpu_heldout.py trains a probe on it first)")
@@ -185,8 +195,9 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     try:
-        res = evaluate_model(train_out, dataset, work / "evaluate", num_samples=a.num_samples,
+        res = evaluate_model(train_out, dataset, work / a.eval_dir, num_samples=a.num_samples,
                              num_inference_steps=a.steps, guidance_scale=a.guidance,
+                             scheduler=a.scheduler,
                              infill_guidance_scale=a.infill_guidance,
                              batch_size=a.eval_batch_size, max_genes=a.max_genes, seed=a.seed,
                              device=a.device,
@@ -278,7 +289,7 @@ def main(argv=None) -> int:
         f"{cfg.slices_per_timepoint} slices ({cfg.bins_per_slice} bins), canvas {resolution}px, "
         f"held out E{a.holdout:g}; {res['n_frames']} frames ({res['n_genes']} genes) evaluated; "
         f"training {a.max_steps if a.max_steps is not None else 'config'} steps via {a.launcher}; "
-        f"{a.num_samples} samples x {a.steps} steps, guidance {a.guidance:g} "
+        f"{a.num_samples} samples x {a.steps} steps ({a.scheduler}), guidance {a.guidance:g} "
         f"(in-filled: {a.infill_guidance:g}).\n\n"
         f"All genes against the real slice (the earlier yardstick):\n\n{markdown_table(old_rows)}\n\n"
         f"**Model vs linear interpolation** (all genes, real slice): median Pearson difference "

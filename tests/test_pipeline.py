@@ -88,7 +88,8 @@ def test_output_shape_range_and_default_timepoints(pipe):
     assert x.std() > 0
 
 
-@pytest.mark.parametrize("sampler", ["dpmsolver++", "ddpm"])  # ddpm also draws noise in each step
+# ddpm and sde-dpmsolver++ also draw noise in each step, from the same generator
+@pytest.mark.parametrize("sampler", ["dpmsolver++", "ddpm", "sde-dpmsolver++"])
 def test_seeded_generator_is_deterministic(pipe, sampler):
     genes = pipe.gene_names[3:5]
     a = _run(pipe, genes, seed=7, sampler=sampler).trajectories
@@ -96,6 +97,20 @@ def test_seeded_generator_is_deterministic(pipe, sampler):
     c = _run(pipe, genes, seed=8, sampler=sampler).trajectories
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
+
+
+def test_sde_solver_is_the_stochastic_dpmsolver(pipe):
+    """Same starting noise, same steps: the SDE variant differs from the ODE solver only by the
+    fresh noise it adds at each step."""
+    from videogene.pipelines.pipeline_videogene import make_sampler
+
+    sde = make_sampler(pipe.scheduler.config, "sde-dpmsolver++")
+    assert sde.config.algorithm_type == "sde-dpmsolver++"
+    assert make_sampler(pipe.scheduler.config, "dpmsolver++").config.algorithm_type == "dpmsolver++"
+    genes = pipe.gene_names[:1]
+    ode = _run(pipe, genes, seed=7, sampler="dpmsolver++").trajectories
+    sto = _run(pipe, genes, seed=7, sampler="sde-dpmsolver++").trajectories
+    assert np.isfinite(sto).all() and not np.allclose(ode, sto)
 
 
 def test_set_sampler_and_unknown_sampler(pipe):

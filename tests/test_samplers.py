@@ -117,7 +117,7 @@ def test_default_guidance_by_context(context, want):
     assert default_guidance(context) == want
 
 
-@pytest.mark.parametrize("sampler", ["dpmsolver++", "ddim"])
+@pytest.mark.parametrize("sampler", ["dpmsolver++", "ddim", "sde-dpmsolver++"])
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 @pytest.mark.parametrize("clip_range", [1.0, 3.0])  # [-1, 1] data; a centred mapping's wider bound
 def test_one_step_returns_the_clean_estimate(sampler, preset, clip_range):

@@ -6,7 +6,7 @@ conditioned on a gene id and on each frame's time, so any float time points can 
 
 The pipeline holds the UNet and the *training* noise schedule (``self.scheduler``, what
 ``save_pretrained`` writes); sampling builds the chosen sampler from that schedule's config:
-``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"`` (the registry
+``"dpmsolver++"`` (default), ``"ddim"``, ``"ddpm"`` or ``"sde-dpmsolver++"`` (the registry
 :data:`videogene.pipelines.samplers.SAMPLERS`), picked with :meth:`set_sampler` or the
 ``sampler=`` argument of ``__call__``. The dataset metadata (time points, ``value_max``, slices)
 and tissue masks travel with the pipeline as ``videogene_meta.json`` and ``masks.npy``.
@@ -64,22 +64,24 @@ class VideoGenePipelineOutput(BaseOutput):
 
 
 def make_sampler(scheduler_config, name: str, *, clip_range: float = 1.0):
-    """Build the sampler ``name`` (one of :data:`SAMPLERS`: ``dpmsolver++``, ``ddim`` or
-    ``ddpm``), a diffusers scheduler, from the config of a training noise schedule.
+    """Build the sampler ``name`` (one of :data:`SAMPLERS`: ``dpmsolver++``, ``ddim``, ``ddpm``
+    or ``sde-dpmsolver++``, the stochastic DPM-Solver++ that adds fresh noise at every step as
+    the ancestral sampler does), a diffusers scheduler, from the config of a training noise
+    schedule.
 
     ``clip_range``: predicted clean samples are clipped to ``[-clip_range, clip_range]`` (the
     data range in model units, ``videogene.data.units.clip_bound``; 1 for ``[-1, 1]`` data)
     when the schedule clips (``clip_sample``).
     """
     clip = bool(dict(scheduler_config).get("clip_sample", True))
-    if name == "dpmsolver++":
+    if name in ("dpmsolver++", "sde-dpmsolver++"):
         # "trailing" spacing starts sampling at the last training step (pure noise) for few steps;
         # thresholding at 1.0 clips predicted x0 to the data range [-1, 1], as clip_sample does
         # for DDPM / DDIM (guided predictions overshoot it early in sampling). Dynamic
         # thresholding divides by its bound, which is a plain clip only when the bound is 1:
         # other data ranges sample without it
         return DPMSolverMultistepScheduler.from_config(
-            scheduler_config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing",
+            scheduler_config, algorithm_type=name, solver_order=2, timestep_spacing="trailing",
             thresholding=clip and clip_range == 1.0, sample_max_value=1.0,
         )
     if name == "ddim":
@@ -205,7 +207,7 @@ class VideoGenePipeline(DiffusionPipeline):
 
     def set_sampler(self, name: str) -> VideoGenePipeline:
         """Choose the sampling algorithm: one of :data:`SAMPLERS` (``"dpmsolver++"``, the
-        default, ``"ddim"`` or ``"ddpm"``)."""
+        default, ``"ddim"``, ``"ddpm"`` or ``"sde-dpmsolver++"``)."""
         self.sampler = check_sampler(name)
         return self
 

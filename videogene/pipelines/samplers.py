@@ -21,7 +21,7 @@ from ..utils import get_logger
 logger = get_logger(__name__)
 
 #: Sampling algorithms of :class:`~videogene.pipelines.VideoGenePipeline`, default first.
-SAMPLERS: tuple[str, ...] = ("dpmsolver++", "ddim", "ddpm")
+SAMPLERS: tuple[str, ...] = ("dpmsolver++", "ddim", "ddpm", "sde-dpmsolver++")
 #: Prediction types the training target (:func:`videogene.training.diffusion.noise_and_target`)
 #: and :func:`predicted_x0` know: the noise, v or the clean sample.
 PREDICTION_TARGETS: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
