@@ -100,8 +100,8 @@ def test_seeded_generator_is_deterministic(pipe, sampler):
 
 
 def test_sde_solver_is_the_stochastic_dpmsolver(pipe):
-    """Same starting noise, same steps: the SDE variant differs from the ODE solver only by the
-    fresh noise it adds at each step."""
+    """The name reaches diffusers as the SDE algorithm, and with the same seed (same starting
+    noise, same steps) its output differs from the ODE solver's: it adds fresh noise per step."""
     from videogene.pipelines.pipeline_videogene import make_sampler
 
     sde = make_sampler(pipe.scheduler.config, "sde-dpmsolver++")
