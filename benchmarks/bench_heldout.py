@@ -41,6 +41,7 @@ from _common import markdown_table, peak_rss_gib, report  # noqa: E402
 from videogene.pipelines.samplers import (  # noqa: E402
     DEFAULT_GUIDANCE,
     DEFAULT_INFILL_GUIDANCE,
+    DEFAULT_INFILL_SAMPLER,
     DEFAULT_SAMPLER,
     SAMPLERS,
 )
@@ -80,7 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=None, help="samples per gene (4)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (25)")
     p.add_argument("--scheduler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
-                   help=f"sampler of both passes ({DEFAULT_SAMPLER})")
+                   help=f"sampler of the gene-only pass ({DEFAULT_SAMPLER})")
+    p.add_argument("--infill-scheduler", choices=list(SAMPLERS), default=DEFAULT_INFILL_SAMPLER,
+                   help=f"sampler of the in-filled pass ({DEFAULT_INFILL_SAMPLER})")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
                    help=f"guidance scale ({DEFAULT_GUIDANCE:g})")
     p.add_argument("--infill-guidance", type=float, default=DEFAULT_INFILL_GUIDANCE,
@@ -95,7 +98,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-train", action="store_true", help="evaluate the existing training output")
     p.add_argument("--eval-dir", default="evaluate",
                    help="evaluation folder inside --work (evaluate); another name keeps an earlier "
-                        "evaluation of the same weights, e.g. with --skip-train --scheduler ...")
+                        "evaluation of the same weights, e.g. with --skip-train --infill-scheduler ...")
     p.add_argument("--prepare-only", action="store_true",
                    help="build the atlas and the prepared dataset in --work, print the dataset "
                         "path and stop (benchmarks/gpu_heldout.py trains a probe on it first)")
@@ -197,7 +200,7 @@ def main(argv=None) -> int:
     try:
         res = evaluate_model(train_out, dataset, work / a.eval_dir, num_samples=a.num_samples,
                              num_inference_steps=a.steps, guidance_scale=a.guidance,
-                             scheduler=a.scheduler,
+                             scheduler=a.scheduler, infill_scheduler=a.infill_scheduler,
                              infill_guidance_scale=a.infill_guidance,
                              batch_size=a.eval_batch_size, max_genes=a.max_genes, seed=a.seed,
                              device=a.device,
@@ -290,7 +293,7 @@ def main(argv=None) -> int:
         f"held out E{a.holdout:g}; {res['n_frames']} frames ({res['n_genes']} genes) evaluated; "
         f"training {a.max_steps if a.max_steps is not None else 'config'} steps via {a.launcher}; "
         f"{a.num_samples} samples x {a.steps} steps ({a.scheduler}), guidance {a.guidance:g} "
-        f"(in-filled: {a.infill_guidance:g}).\n\n"
+        f"(in-filled: {a.infill_guidance:g}, {a.infill_scheduler}).\n\n"
         f"All genes against the real slice (the earlier yardstick):\n\n{markdown_table(old_rows)}\n\n"
         f"**Model vs linear interpolation** (all genes, real slice): median Pearson difference "
         f"{f(vs['median_pearson_difference'], '+.3f')}, median RMSE ratio "

@@ -114,18 +114,49 @@ def test_sde_solver_is_the_stochastic_dpmsolver(pipe):
 
 
 def test_set_sampler_and_unknown_sampler(pipe):
-    assert pipe.sampler == "dpmsolver++"
+    assert pipe.sampler is None  # the default by pass
     with pytest.raises(InputError, match="sampler"):
         pipe.set_sampler("euler")
+    with pytest.raises(InputError, match="sampler 'euler'"):
+        _run(pipe, [0], sampler="euler")
     pipe.set_sampler("ddim")
     try:
         a = _run(pipe, [0]).trajectories
     finally:
-        pipe.set_sampler("dpmsolver++")
+        pipe.set_sampler(None)
     b = _run(pipe, [0], sampler="ddim").trajectories
     np.testing.assert_array_equal(a, b)
     # set_sampler does not replace the training schedule that save_pretrained writes
     assert type(pipe.scheduler).__name__ == "DDPMScheduler"
+
+
+@pytest.mark.parametrize("chosen", [None, "ddim"])
+def test_default_sampler_by_pass(pipe, chosen):
+    """Without a sampler named, the gene-only pass samples with DEFAULT_SAMPLER and an in-filled
+    one with DEFAULT_INFILL_SAMPLER (the output records which, and equals naming it); a sampler
+    chosen with set_sampler is used by both passes."""
+    from videogene.pipelines import DEFAULT_INFILL_SAMPLER, DEFAULT_SAMPLER
+
+    genes = pipe.gene_names[:1]
+    t = len(pipe.meta["timepoints"])
+    ctx = torch.zeros(1, 1, t, 16, 16)
+    cmask = torch.zeros(1, t, dtype=torch.bool)
+    cmask[:, 0] = True
+    infill = dict(context_frames=ctx, context_mask=cmask)
+    pipe.set_sampler(chosen)
+    try:
+        runs = {name: _run(pipe, genes, seed=5, output_type="anndata", **kw).trajectories
+                for name, kw in (("gene", {}), ("infill", infill))}
+    finally:
+        pipe.set_sampler(None)
+    want = {"gene": chosen or DEFAULT_SAMPLER, "infill": chosen or DEFAULT_INFILL_SAMPLER}
+    for name, kw in (("gene", {}), ("infill", infill)):
+        assert runs[name].uns["videogene"]["sampler"] == want[name]
+        named = _run(pipe, genes, seed=5, output_type="anndata", sampler=want[name], **kw)
+        dense = [a.X.toarray() if hasattr(a.X, "toarray") else a.X
+                 for a in (runs[name], named.trajectories)]
+        assert dense[0].any()
+        np.testing.assert_array_equal(*dense)
 
 
 def test_guidance_scale_changes_output(pipe):

@@ -12,10 +12,12 @@ from videogene.errors import InputError
 from videogene.pipelines.samplers import (
     DEFAULT_GUIDANCE,
     DEFAULT_INFILL_GUIDANCE,
+    DEFAULT_INFILL_SAMPLER,
     DEFAULT_SAMPLER,
     SAMPLERS,
     check_sampler,
     default_guidance,
+    default_sampler,
     resolve_sampler,
 )
 
@@ -37,31 +39,36 @@ def test_everyone_uses_the_registry():
     from videogene.tl import heldout as ho
 
     assert DEFAULT_SAMPLER in SAMPLERS and DEFAULT_SAMPLER == "dpmsolver++"
+    assert DEFAULT_INFILL_SAMPLER in SAMPLERS and DEFAULT_INFILL_SAMPLER == "sde-dpmsolver++"
+    assert pipelines.DEFAULT_INFILL_SAMPLER == DEFAULT_INFILL_SAMPLER
     assert pv.SAMPLERS is SAMPLERS and jobs_ev._SAMPLERS is SAMPLERS and pipelines.SAMPLERS is SAMPLERS
     assert pipelines.DEFAULT_GUIDANCE == DEFAULT_GUIDANCE == 2.0
     assert pipelines.DEFAULT_INFILL_GUIDANCE == DEFAULT_INFILL_GUIDANCE == 1.0
     # defaults of every entry point that samples; None = by context (default_guidance)
     call = inspect.signature(pv.VideoGenePipeline.__call__).parameters
-    assert call["guidance_scale"].default is None
+    assert call["guidance_scale"].default is None and call["sampler"].default is None
     gen = inspect.signature(generate_trajectories).parameters
     assert gen["guidance_scale"].default is None
     ev = inspect.signature(jobs_ev.evaluate_model).parameters
     assert ev["infill_guidance_scale"].default == DEFAULT_INFILL_GUIDANCE
-    assert inspect.signature(ho.generate_videos).parameters["guidance_scale"].default is None
-    for fn in (ho.generate_videos, jobs_ev.evaluate_model):
-        params = inspect.signature(fn).parameters
-        assert params["guidance_scale"].default in (None, DEFAULT_GUIDANCE)
-        assert params["scheduler"].default == DEFAULT_SAMPLER
+    assert gen["sampler"].default is None
+    assert ev["scheduler"].default == DEFAULT_SAMPLER
+    assert ev["infill_scheduler"].default == DEFAULT_INFILL_SAMPLER
+    videos = inspect.signature(ho.generate_videos).parameters
+    assert videos["guidance_scale"].default is None and videos["scheduler"].default is None
+    assert ev["guidance_scale"].default == DEFAULT_GUIDANCE
     # the CLI: --scheduler keeps its name; its choices and defaults are the registry's
     parser = build_parser()
     for command in ("generate", "evaluate"):
         sub = parser._subparsers._group_actions[0].choices[command]
         acts = {a.dest: a for a in sub._actions}
         assert tuple(acts["scheduler"].choices) == SAMPLERS
-        assert acts["scheduler"].default == DEFAULT_SAMPLER
+        assert acts["scheduler"].default == (None if command == "generate" else DEFAULT_SAMPLER)
         assert acts["guidance"].default == (None if command == "generate" else DEFAULT_GUIDANCE)
     ev_acts = {a.dest: a for a in parser._subparsers._group_actions[0].choices["evaluate"]._actions}
     assert ev_acts["infill_guidance"].default == DEFAULT_INFILL_GUIDANCE
+    assert tuple(ev_acts["infill_scheduler"].choices) == SAMPLERS
+    assert ev_acts["infill_scheduler"].default == DEFAULT_INFILL_SAMPLER
     # a sampler built for every registered name
     from diffusers import DDPMScheduler
 
@@ -106,7 +113,8 @@ def test_generate_trajectories_deprecated_scheduler_keyword_still_samples(tiny_e
     new = generate_trajectories(pipe, [gene], [10.0], tmp_path / "new", sampler="ddim", **kw)
     with pytest.warns(FutureWarning, match="'scheduler'"):
         old = generate_trajectories(pipe, [gene], [10.0], tmp_path / "old", scheduler="ddim", **kw)
-    assert new["sampler"] == old["sampler"] == pipe.sampler == "ddim"
+    assert new["sampler"] == old["sampler"] == "ddim"
+    assert pipe.sampler is None  # a pipeline passed in is not changed
     assert new["mean_expression"] == old["mean_expression"]
 
 
@@ -115,6 +123,13 @@ def test_generate_trajectories_deprecated_scheduler_keyword_still_samples(tiny_e
                                            ("frames", DEFAULT_INFILL_GUIDANCE)])
 def test_default_guidance_by_context(context, want):
     assert default_guidance(context) == want
+
+
+@pytest.mark.parametrize("context, want", [(None, DEFAULT_SAMPLER), ("none", DEFAULT_SAMPLER),
+                                           ("observed", DEFAULT_INFILL_SAMPLER),
+                                           ("frames", DEFAULT_INFILL_SAMPLER)])
+def test_default_sampler_by_context(context, want):
+    assert default_sampler(context) == want
 
 
 @pytest.mark.parametrize("sampler", ["dpmsolver++", "ddim", "sde-dpmsolver++"])

@@ -127,11 +127,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampler_args(p: argparse.ArgumentParser, *, samples: int, steps: int,
-                     guidance_by_context: bool = False) -> None:
-    """``guidance_by_context``: ``--guidance`` defaults to None, resolved from ``--context``."""
+                     guidance_by_context: bool = False, of: str = "") -> None:
+    """``guidance_by_context``: ``--guidance`` and ``--scheduler`` default to None, resolved
+    from ``--context``. ``of``: what the fixed defaults apply to, for their help."""
     from .pipelines.samplers import (
         DEFAULT_GUIDANCE,
         DEFAULT_INFILL_GUIDANCE,
+        DEFAULT_INFILL_SAMPLER,
         DEFAULT_SAMPLER,
         SAMPLERS,
     )
@@ -144,10 +146,15 @@ def add_sampler_args(p: argparse.ArgumentParser, *, samples: int, steps: int,
                        f"{DEFAULT_INFILL_GUIDANCE:g} with --context observed)")
     else:
         p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                       help=f"classifier-free guidance ({DEFAULT_GUIDANCE:g})")
+                       help=f"classifier-free guidance{of} ({DEFAULT_GUIDANCE:g})")
     # the option keeps its historical name; it picks the sampler, not the noise schedule
-    p.add_argument("--scheduler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
-                   help=f"sampler ({DEFAULT_SAMPLER})")
+    if guidance_by_context:
+        p.add_argument("--scheduler", choices=list(SAMPLERS), default=None,
+                       help=f"sampler (default {DEFAULT_SAMPLER}; {DEFAULT_INFILL_SAMPLER} with "
+                       "--context observed)")
+    else:
+        p.add_argument("--scheduler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
+                       help=f"sampler{of} ({DEFAULT_SAMPLER})")
     p.add_argument("--batch-size", type=int, default=8, help="trajectories per forward pass (8)")
 
 
@@ -192,12 +199,14 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-expected", action="store_true",
                    help="do not score the expected expression (model_expected, "
                    "model_infill_expected: one sampler step, the posterior mean)")
-    add_sampler_args(p, samples=4, steps=25)
-    from .pipelines.samplers import DEFAULT_INFILL_GUIDANCE
+    add_sampler_args(p, samples=4, steps=25, of=" of the gene-only pass (model)")
+    from .pipelines.samplers import DEFAULT_INFILL_GUIDANCE, DEFAULT_INFILL_SAMPLER, SAMPLERS
 
     p.add_argument("--infill-guidance", type=float, default=DEFAULT_INFILL_GUIDANCE,
                    help="classifier-free guidance of the in-filled pass (model_infill) "
                    f"({DEFAULT_INFILL_GUIDANCE:g})")
+    p.add_argument("--infill-scheduler", choices=list(SAMPLERS), default=DEFAULT_INFILL_SAMPLER,
+                   help=f"sampler of the in-filled pass (model_infill) ({DEFAULT_INFILL_SAMPLER})")
 
 
 def run_evaluate(a: argparse.Namespace) -> None:
@@ -206,7 +215,8 @@ def run_evaluate(a: argparse.Namespace) -> None:
     _print_json(evaluate_model(
         a.model, a.dataset, a.out, num_samples=a.num_samples, num_inference_steps=a.steps,
         guidance_scale=a.guidance, infill_guidance_scale=a.infill_guidance,
-        scheduler=a.scheduler, batch_size=a.batch_size, max_genes=a.max_genes, seed=a.seed,
+        scheduler=a.scheduler, infill_scheduler=a.infill_scheduler, batch_size=a.batch_size,
+        max_genes=a.max_genes, seed=a.seed,
         use_ema=not a.no_ema, device=a.device,
         train_frames=not a.no_train_frames, infill=not a.no_infill, expected=not a.no_expected,
     ))

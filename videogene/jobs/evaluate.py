@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..pipelines.samplers import (
     DEFAULT_GUIDANCE,
     DEFAULT_INFILL_GUIDANCE,
+    DEFAULT_INFILL_SAMPLER,
     DEFAULT_SAMPLER,
     SAMPLERS,
     check_sampling_args,
@@ -217,7 +218,8 @@ def write_report(result: Mapping, out_dir, *, examples: Sequence[Mapping] = (),
         f"- model: {result['settings'].get('model', '')}, {result['settings']['num_samples']} samples, "
         f"{result['settings']['num_inference_steps']} {result['settings']['scheduler']} steps, "
         f"guidance {result['settings']['guidance_scale']:g}"
-        + (f" (in-filled: {result['settings']['infill_guidance_scale']:g})"
+        + (f" (in-filled: {result['settings']['infill_guidance_scale']:g}, "
+           f"{result['settings'].get('infill_scheduler', result['settings']['scheduler'])})"
            if result["settings"].get("infill") else "")
         + f", seed {result['settings']['seed']}",
     ]
@@ -328,7 +330,8 @@ def _pick_examples(records: Sequence[Mapping], n: int = 4, prefer: set | frozens
 def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inference_steps: int = 25,
                    guidance_scale: float = DEFAULT_GUIDANCE,
                    infill_guidance_scale: float = DEFAULT_INFILL_GUIDANCE,
-                   scheduler: str = DEFAULT_SAMPLER, batch_size: int = 8,
+                   scheduler: str = DEFAULT_SAMPLER,
+                   infill_scheduler: str = DEFAULT_INFILL_SAMPLER, batch_size: int = 8,
                    max_genes: int | None = None, seed: int = 0, use_ema: bool = True,
                    train_frames: bool = True, infill: bool = True, expected: bool = True,
                    device=None,
@@ -343,7 +346,8 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     ``train_frames``: also score the observed time points of the generated videos.
     ``infill``: models with in-filling context are also scored as ``model_infill``: the
     held-out frames generated from the gene's observed frames (one more sampling pass, at
-    ``infill_guidance_scale``; ``guidance_scale`` is the gene-only pass's).
+    ``infill_guidance_scale`` with the sampler ``infill_scheduler``; ``guidance_scale`` and
+    ``scheduler`` are the gene-only pass's).
     ``expected``: also score the expected expression, ``model_expected`` (and
     ``model_infill_expected``): the same passes with one sampler step, whose output is the
     network's clean estimate from pure noise (the posterior mean; no sampling noise).
@@ -364,8 +368,9 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
                         infill_guidance_scale=infill_guidance_scale)
     if max_genes is not None and max_genes < 1:
         raise InputError(f"max_genes: must be >= 1, got {max_genes}")
-    if scheduler not in _SAMPLERS:
-        raise InputError(f"scheduler {scheduler!r}: expected one of {', '.join(_SAMPLERS)}")
+    for name, value in (("scheduler", scheduler), ("infill_scheduler", infill_scheduler)):
+        if value not in _SAMPLERS:
+            raise InputError(f"{name} {value!r}: expected one of {', '.join(_SAMPLERS)}")
     dataset = Path(dataset)
     if not dataset.is_dir():
         raise InputError(f"dataset {dataset}: no such folder")
@@ -415,7 +420,8 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
         print(f"[videogene evaluate] {len(genes)} genes ({len(all_genes)} held out"
               f"{'' if max_genes is None else f', max_genes={max_genes}'}) x {num_samples} "
               f"samples x {num_inference_steps} steps x {len(passes)} pass(es) "
-              f"({' + '.join(passes)}, guidance {' / '.join(f'{s:g}' for s in scales)}): "
+              f"({' + '.join(passes)}, guidance {' / '.join(f'{s:g}' for s in scales)}, "
+              f"sampler {' / '.join([scheduler, infill_scheduler][:len(passes)])}): "
               f"{per_pass * len(passes)} videos of {len(timepoints)} frames, {calls} network "
               "calls (a guided step is 2)"
               + (f", + {len(passes)} one-step expected-expression pass(es)" if expected else ""),
@@ -429,22 +435,24 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     if infill and getattr(pipe.unet.config, "context_channels", False):
         infilled = generate_videos(pipe, genes, timepoints, masks, meta, num_samples=num_samples,
                                    num_inference_steps=num_inference_steps,
-                                   guidance_scale=infill_guidance_scale, scheduler=scheduler,
+                                   guidance_scale=infill_guidance_scale,
+                                   scheduler=infill_scheduler,
                                    batch_size=batch_size, seed=seed, progress=progress,
                                    context="observed", dataset=dataset)
         scored["model_infill"] = frames_from_videos(infilled, frames, timepoints)
         del infilled
     expected_videos = None
     if expected:  # one step from pure noise: the network's clean estimate (posterior mean)
-        kw = dict(num_samples=num_samples, num_inference_steps=1, scheduler=scheduler,
-                  batch_size=batch_size, seed=seed, progress=progress)
+        kw = dict(num_samples=num_samples, num_inference_steps=1, batch_size=batch_size,
+                  seed=seed, progress=progress)
         expected_videos = generate_videos(pipe, genes, timepoints, masks, meta,
-                                          guidance_scale=guidance_scale, **kw)
+                                          guidance_scale=guidance_scale, scheduler=scheduler, **kw)
         scored["model_expected"] = frames_from_videos(expected_videos, frames, timepoints)
         if "model_infill" in scored:
             scored["model_infill_expected"] = frames_from_videos(generate_videos(
                 pipe, genes, timepoints, masks, meta, guidance_scale=infill_guidance_scale,
-                context="observed", dataset=dataset, **kw), frames, timepoints)
+                scheduler=infill_scheduler, context="observed", dataset=dataset, **kw),
+                frames, timepoints)
     if "truth" in fs.methods:  # what a model that had learned the data exactly would score
         scored["redraw"] = redraw_frames(fs, meta, n_draws=num_samples, seed=seed,
                                          progress=progress)
@@ -511,6 +519,7 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     settings = {"model": model_name, "dataset": str(dataset), "num_samples": num_samples,
                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
                 "infill_guidance_scale": infill_guidance_scale, "scheduler": scheduler,
+                "infill_scheduler": infill_scheduler,
                 "batch_size": batch_size, "max_genes": max_genes,
                 "seed": seed, "use_ema": use_ema, "train_frames": train_frames,
                 "infill": "model_infill" in scored, "expected": "model_expected" in scored,

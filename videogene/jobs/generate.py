@@ -12,10 +12,10 @@ import numpy as np
 
 from ..errors import InputError
 from ..pipelines.samplers import (
-    DEFAULT_SAMPLER,
     check_sampler,
     check_sampling_args,
     default_guidance,
+    default_sampler,
     resolve_sampler,
     warn_outside_trained_range,
 )
@@ -49,8 +49,10 @@ def generate_trajectories(
     :class:`~videogene.pipelines.VideoGenePipeline`
     (:func:`~videogene.pipelines.resolve_pipeline`; ``device`` also moves a pipeline passed
     in). ``timepoints``: any days (None = the training time points).
-    ``sampler``: one of :data:`videogene.pipelines.samplers.SAMPLERS` (default
-    ``DEFAULT_SAMPLER``, ``"dpmsolver++"``); ``scheduler`` is its deprecated former name.
+    ``sampler``: one of :data:`videogene.pipelines.samplers.SAMPLERS`; None: ``"dpmsolver++"``
+    from the gene alone, ``"sde-dpmsolver++"`` when in-filling
+    (:func:`~videogene.pipelines.samplers.default_sampler`); ``scheduler`` is its deprecated
+    former name.
     Deterministic for a given ``seed`` (noise is drawn on the CPU, so also across devices
     up to floating-point differences). ``context="observed"`` fills the requested days from
     the gene's observed frames in ``dataset`` (in-filling; see
@@ -71,12 +73,12 @@ def generate_trajectories(
     from ..pipelines.pipeline_videogene import trajectories_to_anndata
     from ..pl.trajectories import plot_trajectory_grid, safe_filename, save_trajectory_gif
 
-    sampler = check_sampler(resolve_sampler(sampler, scheduler, default=DEFAULT_SAMPLER,
-                                            where="generate_trajectories"))
+    sampler = resolve_sampler(sampler, scheduler, where="generate_trajectories")
     if isinstance(genes, (str, int)):
         genes = [genes]
     if context not in ("none", "observed"):
         raise InputError(f"--context {context!r}: expected none or observed")
+    sampler = check_sampler(sampler or default_sampler(context))
     out_dir = check_output_dir(out_dir)
     if guidance_scale is None:
         guidance_scale = default_guidance(context)
@@ -85,7 +87,6 @@ def generate_trajectories(
     pipe, source = resolve_pipeline(model, use_ema=use_ema, device=device)
     if device is not None:
         pipe.to(device)  # also a pipeline passed in runs where asked
-    pipe.set_sampler(sampler)
     if timepoints is None:
         timepoints = pipe.timepoints
         if not timepoints:
@@ -98,7 +99,8 @@ def generate_trajectories(
     start = time.perf_counter()
     out = pipe(genes, timepoints, num_samples=num_samples, num_inference_steps=num_inference_steps,
                guidance_scale=guidance_scale, generator=generator, output_type="np",
-               batch_size=batch_size, progress=progress, context=context, dataset=dataset)
+               batch_size=batch_size, progress=progress, context=context, dataset=dataset,
+               sampler=sampler)
     seconds = time.perf_counter() - start
     traj, names, masks = out.trajectories, out.genes, out.masks  # (G, S, T, H, W)
     out_dir.mkdir(parents=True, exist_ok=True)

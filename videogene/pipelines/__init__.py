@@ -4,8 +4,9 @@
 - :func:`export_pipeline` / :func:`load_pipeline`: the export folder of docs/design.md §5.
 - :func:`resolve_pipeline`: what every "model or path" argument goes through (a loaded
   pipeline, an export folder, a training output_dir or a Hub id -> ``(pipe, name)``).
-- :data:`SAMPLERS`, :data:`DEFAULT_SAMPLER`, :data:`DEFAULT_GUIDANCE`,
-  :data:`DEFAULT_INFILL_GUIDANCE`: the sampler registry and sampling defaults
+- :data:`SAMPLERS`, :data:`DEFAULT_SAMPLER`, :data:`DEFAULT_INFILL_SAMPLER`,
+  :data:`DEFAULT_GUIDANCE`, :data:`DEFAULT_INFILL_GUIDANCE`: the sampler registry and sampling
+  defaults
   (:mod:`videogene.pipelines.samplers`, no diffusers import).
 
 Writing trajectories to a folder (``videogene generate``) is a job:
@@ -28,6 +29,7 @@ _EXPORTS = {
     "resolve_pipeline": ".loading",
     "SAMPLERS": ".samplers",
     "DEFAULT_SAMPLER": ".samplers",
+    "DEFAULT_INFILL_SAMPLER": ".samplers",
     "DEFAULT_GUIDANCE": ".samplers",
     "DEFAULT_INFILL_GUIDANCE": ".samplers",
 }

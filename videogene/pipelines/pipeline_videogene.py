@@ -35,10 +35,12 @@ from ..errors import InputError
 from ..utils import get_logger
 from .samplers import (  # noqa: F401 (re-exported)
     DEFAULT_GUIDANCE,
+    DEFAULT_INFILL_SAMPLER,
     DEFAULT_SAMPLER,
     SAMPLERS,
     check_sampler,
     default_guidance,
+    default_sampler,
     is_infill,
     predicted_x0,
 )
@@ -152,7 +154,8 @@ class VideoGenePipeline(DiffusionPipeline):
         scheduler: the training noise schedule (any diffusers scheduler; samplers derive from it).
 
     Attributes ``meta`` (dataset metadata dict or None) and ``masks`` (bool ``(n_slices, H, W)``
-    or None) are saved and loaded beside the components. ``sampler`` is the sampling algorithm.
+    or None) are saved and loaded beside the components. ``sampler`` is the sampling algorithm
+    (None: by pass, :func:`~videogene.pipelines.samplers.default_sampler`).
     """
 
     model_cpu_offload_seq = "unet"
@@ -162,7 +165,7 @@ class VideoGenePipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler)
         self.meta: dict | None = None
         self.masks: np.ndarray | None = None
-        self.sampler: str = DEFAULT_SAMPLER
+        self.sampler: str | None = None
         self.source_dir: Path | None = None
 
     # ------------------------------------------------------------------ vocabulary and metadata
@@ -205,10 +208,12 @@ class VideoGenePipeline(DiffusionPipeline):
                                  "the metadata")
         self.meta, self.masks = meta, masks
 
-    def set_sampler(self, name: str) -> VideoGenePipeline:
-        """Choose the sampling algorithm: one of :data:`SAMPLERS` (``"dpmsolver++"``, the
-        default, ``"ddim"``, ``"ddpm"`` or ``"sde-dpmsolver++"``)."""
-        self.sampler = check_sampler(name)
+    def set_sampler(self, name: str | None) -> VideoGenePipeline:
+        """Choose the sampling algorithm: one of :data:`SAMPLERS` (``"dpmsolver++"``,
+        ``"ddim"``, ``"ddpm"`` or ``"sde-dpmsolver++"``), or None for the default by pass:
+        :data:`DEFAULT_SAMPLER` from the gene alone, :data:`DEFAULT_INFILL_SAMPLER` when
+        in-filling (:func:`~videogene.pipelines.samplers.default_sampler`)."""
+        self.sampler = None if name is None else check_sampler(name)
         return self
 
     def gene_ids(self, genes: Sequence[str | int] | str | int) -> tuple[list[int], list[str]]:
@@ -313,7 +318,7 @@ class VideoGenePipeline(DiffusionPipeline):
                             output_type=output_type, return_dict=return_dict, uns={
                                 "num_inference_steps": sample_kwargs["num_inference_steps"],
                                 "guidance_scale": float(sample_kwargs["guidance_scale"]),
-                                "sampler": sample_kwargs["sampler"] or self.sampler,
+                                "sampler": sample_kwargs["sampler"],
                                 "context": context if isinstance(context, str) else "array",
                                 "context_frames": n_given})
 
@@ -379,7 +384,10 @@ class VideoGenePipeline(DiffusionPipeline):
         Classifier-free guidance with the null gene: ``eps = eps_u + s * (eps_c - eps_u)``;
         ``guidance_scale <= 1`` runs the conditional pass only; None = ``DEFAULT_GUIDANCE`` (2)
         from the gene alone, ``DEFAULT_INFILL_GUIDANCE`` (1) with context
-        (:func:`~videogene.pipelines.samplers.default_guidance`). Trajectories are processed
+        (:func:`~videogene.pipelines.samplers.default_guidance`). ``sampler`` None: the one
+        :meth:`set_sampler` chose, else ``DEFAULT_SAMPLER`` (``"dpmsolver++"``) from the gene
+        alone and ``DEFAULT_INFILL_SAMPLER`` (``"sde-dpmsolver++"``) with context
+        (:func:`~videogene.pipelines.samplers.default_sampler`). Trajectories are processed
         ``batch_size`` at a time (gene-major, sample-minor); all noise comes from ``generator``
         in that order, so a seeded generator and the same ``batch_size`` reproduce the output
         (use a CPU generator to get the same noise on every device). Outputs are in expression units:
@@ -407,9 +415,10 @@ class VideoGenePipeline(DiffusionPipeline):
             raise InputError(f"output_type {output_type!r}: expected 'np', 'pt' or 'anndata'")
         if num_samples < 1 or num_inference_steps < 1 or batch_size < 1:
             raise InputError("num_samples, num_inference_steps and batch_size must be >= 1")
+        pass_context = context if context_frames is None else "frames"
         if guidance_scale is None:
-            guidance_scale = default_guidance(
-                context if context_frames is None else "frames")
+            guidance_scale = default_guidance(pass_context)
+        sampler = check_sampler(sampler or self.sampler or default_sampler(pass_context))
         if is_infill(context):
             if context_frames is not None:
                 raise InputError("context and context_frames: give one of them")
@@ -423,7 +432,7 @@ class VideoGenePipeline(DiffusionPipeline):
         mask_np = self.masks_for(times, masks)  # (T, H, W)
         units = self.model_units
         scales = self.gene_scale(names)  # (genes,) expression units
-        sched = make_sampler(self.scheduler.config, sampler or self.sampler,
+        sched = make_sampler(self.scheduler.config, sampler,
                              clip_range=clip_bound(units))
 
         device = self._execution_device
@@ -502,7 +511,7 @@ class VideoGenePipeline(DiffusionPipeline):
                             return_dict=return_dict, uns={
                                 "num_inference_steps": num_inference_steps,
                                 "guidance_scale": float(guidance_scale),
-                                "sampler": sampler or self.sampler,
+                                "sampler": sampler,
                                 "context": "frames" if context_frames is not None else "none"})
 
     def _output(self, x: torch.Tensor, names: list[str], times: list[float], mask_np: np.ndarray,

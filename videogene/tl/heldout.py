@@ -50,7 +50,7 @@ from ..data.holdout import (
 )
 from ..data.meta import DatasetMeta
 from ..errors import InputError
-from ..pipelines.samplers import DEFAULT_SAMPLER, is_infill
+from ..pipelines.samplers import is_infill
 from ..pp._spatial import SPATIAL_AMPLITUDE_THRESHOLD
 from ..utils import get_logger
 from .baselines import (
@@ -448,7 +448,7 @@ def collect_train_frames(dataset_dir, meta: Mapping, masks: np.ndarray, genes: S
 # ----------------------------------------------------------------------------- generation
 def generate_videos(pipe, genes: Sequence[str], timepoints: Sequence[float], masks: np.ndarray,
                     meta: Mapping, *, num_samples: int = 4, num_inference_steps: int = 25,
-                    guidance_scale: float | None = None, scheduler: str = DEFAULT_SAMPLER,
+                    guidance_scale: float | None = None, scheduler: str | None = None,
                     batch_size: int = 8, seed: int = 0, progress: bool = True,
                     context: str = "none", dataset=None) -> dict[str, np.ndarray]:
     """Generate each gene's trajectory over ``timepoints``: ``{gene: (num_samples, T, H, W)}``.
@@ -458,7 +458,9 @@ def generate_videos(pipe, genes: Sequence[str], timepoints: Sequence[float], mas
     generator seeded ``seed + chunk`` (deterministic for a given ``batch_size``). Float32, in
     expression units. ``context="observed"``: in-filled from the gene's observed frames of
     ``dataset`` (:mod:`videogene.pipelines.context`; held-out frames are never context).
-    ``guidance_scale`` None: the pipeline's default for the context (2 gene only, 1 in-filled).
+    ``guidance_scale`` None: the pipeline's default for the context (2 gene only, 1 in-filled);
+    ``scheduler`` (the sampler) None: the same (``dpmsolver++`` gene only, ``sde-dpmsolver++``
+    in-filled; :func:`~videogene.pipelines.samplers.default_sampler`).
     """
     import torch
 
