@@ -26,6 +26,7 @@ from ..pipelines.samplers import (
     DEFAULT_INFILL_SAMPLER,
     DEFAULT_SAMPLER,
     SAMPLERS,
+    check_sampler,
     check_sampling_args,
 )
 from ..tl.calibration import sample_calibration
@@ -368,9 +369,8 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
                         infill_guidance_scale=infill_guidance_scale)
     if max_genes is not None and max_genes < 1:
         raise InputError(f"max_genes: must be >= 1, got {max_genes}")
-    for name, value in (("scheduler", scheduler), ("infill_scheduler", infill_scheduler)):
-        if value not in _SAMPLERS:
-            raise InputError(f"{name} {value!r}: expected one of {', '.join(_SAMPLERS)}")
+    check_sampler(scheduler, what="scheduler")
+    check_sampler(infill_scheduler, what="infill_scheduler")
     dataset = Path(dataset)
     if not dataset.is_dir():
         raise InputError(f"dataset {dataset}: no such folder")

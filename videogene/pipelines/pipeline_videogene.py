@@ -6,7 +6,8 @@ conditioned on a gene id and on each frame's time, so any float time points can 
 
 The pipeline holds the UNet and the *training* noise schedule (``self.scheduler``, what
 ``save_pretrained`` writes); sampling builds the chosen sampler from that schedule's config:
-``"dpmsolver++"`` (default), ``"ddim"``, ``"ddpm"`` or ``"sde-dpmsolver++"`` (the registry
+``"dpmsolver++"`` (gene-only default), ``"ddim"``, ``"ddpm"`` or ``"sde-dpmsolver++"``
+(in-filling default; the registry
 :data:`videogene.pipelines.samplers.SAMPLERS`), picked with :meth:`set_sampler` or the
 ``sampler=`` argument of ``__call__``. The dataset metadata (time points, ``value_max``, slices)
 and tissue masks travel with the pipeline as ``videogene_meta.json`` and ``masks.npy``.
