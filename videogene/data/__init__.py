@@ -2,8 +2,9 @@
 
 Imports are lazy so that ``import videogene.data.synthetic`` stays light:
 ``prepare_dataset`` (.prepare), ``GeneVideoDataset``, ``load_metadata``, ``load_masks``,
-``read_gene_canvases`` (.stream); the expression <-> model-units mapping ``to_model_units``,
-``to_expression``, ``gene_scales``, ``model_units``, ``require_meta_field`` (.units).
+``read_gene_canvases``, ``stored_slices`` (.stream); the expression <-> model-units mapping
+``to_model_units``, ``to_expression``, ``gene_scales``, ``model_units``, ``require_meta_field``
+(.units).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ _LAZY = {
     "load_metadata": ".stream",
     "load_masks": ".stream",
     "read_gene_canvases": ".stream",
+    "stored_slices": ".stream",
     "to_model_units": ".units",
     "to_expression": ".units",
     "gene_scales": ".units",

@@ -5,7 +5,10 @@ available for training unless ``t`` is a held-out time point or ``[gene, t]`` a 
 of the dataset's ``meta["holdout"]``, of the model's copy of it, or of the training config's
 ``data.holdout_timepoints``. Times are compared rounded to 6 decimals (:func:`tkey`).
 The image of an observed day (:func:`timepoint_image`, the baselines' and a day-mean in-filling
-context's) is the per-pixel mean over the day's slices whose tissue covers the pixel.
+context's) is the per-pixel mean over the day's slices whose tissue covers the pixel. In a
+``--gene-set union`` dataset a slice that does not store a gene is no observation of it: pass
+the gene's ``stored`` slices (:func:`videogene.data.stream.stored_slices`) to
+:func:`observed_timepoints`, :func:`stored_day_slices` and :func:`gene_masks`.
 """
 
 from __future__ import annotations
@@ -88,8 +91,30 @@ def holdout_spec(meta: Mapping, train_cfg: Mapping | None = None,
 
 
 def observed_timepoints(meta: Mapping, gene: str, heldout_timepoints: Iterable[float] = (),
-                        heldout_frames: Iterable[Sequence] = ()) -> list[float]:
-    """Sorted time points at which ``gene`` was available for training."""
+                        heldout_frames: Iterable[Sequence] = (), *,
+                        stored: np.ndarray | None = None) -> list[float]:
+    """Sorted time points at which ``gene`` was available for training.
+
+    ``stored``: the gene's bool ``(n_slices,)`` from
+    :func:`videogene.data.stream.stored_slices`; a time point none of whose slices stores the
+    gene (a ``--gene-set union`` dataset) was not observed. ``None``: every slice stores it.
+    """
     excluded = {tkey(t) for t in heldout_timepoints}
     excluded |= {tkey(t) for g, t in heldout_frames if g == gene}
-    return [t for t in slices_by_timepoint(meta) if t not in excluded]
+    return [t for t, idx in slices_by_timepoint(meta).items()
+            if t not in excluded and (stored is None or bool(np.asarray(stored)[idx].any()))]
+
+
+def stored_day_slices(meta: Mapping, t: float, stored: np.ndarray | None = None) -> list[int]:
+    """The slices of time point ``t`` (meta order) that store the gene whose bool
+    ``(n_slices,)`` is ``stored`` (all of them when ``stored`` is None)."""
+    idx = slices_by_timepoint(meta)[tkey(t)]
+    return idx if stored is None else [i for i in idx if stored[i]]
+
+
+def gene_masks(masks: np.ndarray, stored: np.ndarray | None) -> np.ndarray:
+    """The tissue masks ``(n_slices, H, W)`` of the slices that store a gene, empty for the
+    others: mask-aware means (:func:`timepoint_image`) then skip slices without the gene
+    instead of counting them as zero expression."""
+    masks = np.asarray(masks, dtype=bool)
+    return masks if stored is None else masks & np.asarray(stored, dtype=bool)[:, None, None]

@@ -62,7 +62,8 @@ def read_gene_canvases(dataset_dir: str | Path, genes: Sequence[str] | None = No
     """Per gene a dense float32 ``(n_slices, H, W)`` array in expression units.
 
     Vocabulary order, or the order of ``genes`` (unknown names raise InputError). Zero
-    outside tissue and where not expressed (also in slices where the gene was not measured).
+    outside tissue and where not expressed, and also in slices that do not store the gene
+    (a ``--gene-set union`` dataset): :func:`stored_slices` tells them apart.
     """
     import pyarrow.parquet as pq
 
@@ -103,6 +104,40 @@ def read_gene_canvases(dataset_dir: str | Path, genes: Sequence[str] | None = No
             break
     for g in genes:
         yield g, found[vocab[g]]
+
+
+def stored_slices(dataset_dir: str | Path, genes: Sequence[str] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Per gene a bool ``(n_slices,)``: the slices that store it (``slice_idx``).
+
+    Every slice for a dataset prepared from files with one gene set; with ``--gene-set union``
+    a gene is not stored in the slices of a file that lacks it, and :func:`read_gene_canvases`
+    shows 0 there: not measured, not unexpressed. Reads only the ``gene`` and ``slice_idx``
+    columns. All genes, or those of ``genes`` (unknown names raise InputError).
+    """
+    import pyarrow.parquet as pq
+
+    dataset_dir = Path(dataset_dir)
+    meta = load_metadata(dataset_dir)
+    n_slices = len(meta.slices)
+    wanted = None
+    if genes is not None:
+        genes = [str(g) for g in genes]
+        unknown = [g for g in genes if g not in meta.gene_index]
+        if unknown:
+            raise InputError(f"{dataset_dir}: genes not in the dataset: {', '.join(unknown[:5])}")
+        wanted = set(genes)
+    out: dict[str, np.ndarray] = {}
+    for f in _shard_files(dataset_dir):
+        t = pq.read_table(f, columns=["gene", "slice_idx"])
+        sl = t.column("slice_idx").combine_chunks()
+        off, flat = sl.offsets.to_numpy(), sl.values.to_numpy()
+        for r, name in enumerate(t.column("gene").to_pylist()):
+            if wanted is None or name in wanted:
+                row = np.zeros(n_slices, dtype=bool)
+                row[flat[off[r]:off[r + 1]]] = True
+                out[name] = row
+    return out if genes is None else {g: out[g] for g in genes}
 
 
 def _pa_int32(values):
@@ -163,8 +198,8 @@ class GeneVideoDataset(_torch_iterable_base()):
     ``infinite=True`` keeps going epoch after epoch (epoch, epoch + 1, ...).
     ``context_video=True`` adds ``context_video`` (same layout as ``video``): each present
     frame's day image (:func:`videogene.data.holdout.timepoint_image`: the per-pixel mean over
-    all slices of its time point whose tissue covers the pixel, a slice without the gene
-    counting as 0) on the drawn slice's mask, what a ``context_source="timepoint_mean"`` model
+    the slices of its time point that store the gene and whose tissue covers the pixel) on the
+    drawn slice's mask, what a ``context_source="timepoint_mean"`` model
     is given for an observed day; the draws, and so ``video``, are the same as without it.
     """
 
@@ -214,9 +249,12 @@ class GeneVideoDataset(_torch_iterable_base()):
         self._nnz_mean = float(nnz_mean) if nnz_mean else None
         self._hf = None
         self._masks_f = self.masks.reshape(len(self.masks), -1).astype(np.float32)
-        # slices covering each pixel per frame (gene-independent: the day image's denominator)
+        # slices covering each pixel per frame: the day image's denominator for a gene that
+        # every slice of the day stores (else it is counted over the slices that store it)
         self._day_cover = np.stack([self._masks_f[self.slice_frame == f].sum(axis=0)
                                     for f in range(len(self.timepoints))])
+        self._day_slices = np.array([int((self.slice_frame == f).sum())
+                                     for f in range(len(self.timepoints))])
 
     # -- public knobs
     def set_epoch(self, epoch: int) -> None:
@@ -313,7 +351,7 @@ class GeneVideoDataset(_torch_iterable_base()):
             mask[f] = self._masks_f[s]
             present[f] = True
             if context is not None:
-                context[f] = to_model_units(self._day_image(f, cand, idx, vals) * mask[f],
+                context[f] = to_model_units(self._day_image(f, sidx[cand], cand, idx, vals) * mask[f],
                                             scale, self.units)
         out = {
             "video": torch.from_numpy(video.reshape(n_f, 1, res, res)),
@@ -328,13 +366,16 @@ class GeneVideoDataset(_torch_iterable_base()):
             out["context_video"] = torch.from_numpy(context.reshape(n_f, 1, res, res))
         return out
 
-    def _day_image(self, f: int, cand, idx, vals) -> np.ndarray:
-        """Frame ``f``'s day image from the row's stored slices ``cand`` of that day, flat
-        ``(H * W,)`` in expression units (as ``timepoint_image`` on the dense canvases)."""
+    def _day_image(self, f: int, slices, cand, idx, vals) -> np.ndarray:
+        """Frame ``f``'s day image from the row's stored slices of that day (dataset indices
+        ``slices``, row positions ``cand``), flat ``(H * W,)`` in expression units: the mean
+        over the slices that store the gene and cover the pixel (``timepoint_image`` with
+        ``gene_masks``)."""
         total = np.zeros(self.resolution ** 2, dtype=np.float64)
         for k in cand:
             total[idx[k]] += vals[k]
-        cover = self._day_cover[f]
+        cover = (self._day_cover[f] if len(slices) == self._day_slices[f]
+                 else self._masks_f[slices].sum(axis=0))
         return np.divide(total, cover, out=np.zeros_like(total), where=cover > 0).astype(np.float32)
 
     def _iter_epoch(self, epoch: int, rank: int, world: int, wid: int, nw: int):

@@ -208,7 +208,9 @@ def write_report(result: Mapping, out_dir, *, examples: Sequence[Mapping] = (),
     sets_txt = ", ".join(f"`{s}` {d['n_genes']}" for s, d in p.get("gene_sets", {}).items())
     lines += [
         f"- held-out time points: {', '.join(f'{t:g}' for t in p['heldout_timepoints']) or 'none'}; "
-        f"held-out single frames: {p['n_heldout_single_frames']}",
+        f"held-out single frames: {p['n_heldout_single_frames']}"
+        + (f"; not scored, the gene not stored in the reference slice: {p['n_frames_not_stored']}"
+           if p.get("n_frames_not_stored") else ""),
         f"- frames evaluated: {p['n_frames']} ({p['n_genes']} genes"
         + (f", chosen from {p['n_genes_heldout']} by --max-genes" if p["n_genes"] < p["n_genes_heldout"]
            else "") + f"); expressed (real frame): {p['n_expressed']}",
@@ -359,7 +361,7 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     {method: {metric: {"median", "mean"}}} (all genes, real slice), "headline": {...}
     (:func:`~videogene.tl.evaluate.headline`), "model_vs_linear": {...}, "seconds"}``.
     """
-    from ..data import load_masks, load_metadata
+    from ..data import load_masks, load_metadata, stored_slices
     from ..pipelines.loading import read_training_config, resolve_pipeline
 
     t0 = time.time()
@@ -382,6 +384,14 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
     train_cfg = read_training_config(getattr(pipe, "source_dir", None))
     spec = holdout_spec(meta, train_cfg, getattr(pipe, "meta", None))
     frames = heldout_frames(meta, spec=spec, name=f"dataset {dataset}")
+    stored = stored_slices(dataset, genes=list(dict.fromkeys(g for g, _ in frames)))
+    measured = heldout_frames(meta, spec=spec, name=f"dataset {dataset}", stored=stored)
+    n_unmeasured = len(frames) - len(measured)
+    if n_unmeasured:
+        logger.warning("%d held-out frame(s) are not scored: their gene is not stored in the "
+                       "time point's reference slice (a --gene-set union dataset), so there is "
+                       "no real frame", n_unmeasured)
+        frames = measured
 
     size = int(getattr(pipe.unet.config, "sample_size", meta.resolution))
     if size != meta.resolution:
@@ -495,6 +505,7 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
         "heldout_sources": spec["sources"],
         "n_frames": len(frames), "n_genes": len(genes), "n_genes_heldout": len(all_genes),
         "n_genes_not_in_model": len(dropped),
+        "n_frames_not_stored": n_unmeasured,
         "n_expressed": int(sum(r["expressed"] for r in records)),
         "n_interpolated": int(sum(r["interpolated"] for r in records)),
         "gene_selection": None if max_genes is None else
@@ -506,7 +517,8 @@ def evaluate_model(model, dataset, out_dir, *, num_samples: int = 4, num_inferen
                   "recorded transform" if "truth" in fs.methods else None),
         "redraw": (f"{num_samples} new count draws of the reference slice (same bins and "
                    "library sizes), scored like samples" if "truth" in fs.methods else None),
-        "timepoint_image": "per-pixel mean over the time point's slices covering the pixel",
+        "timepoint_image": "per-pixel mean over the time point's slices that store the gene "
+                           "and cover the pixel",
         "train_frames": None if train_records is None else {
             "timepoints": summary["train_frames"]["timepoints"],
             "methods": {m: METHOD_LABELS[m] for m in _method_order(train_records)},

@@ -8,7 +8,10 @@ gene's video from frames it was given (masked conditional video diffusion, MCVD)
   evaluation scores on; for a model trained with ``context_source="timepoint_mean"`` the
   per-pixel mean over all slices of the day on that canvas, the image the baselines use),
   leaving out everything held out from training
-  (:func:`videogene.data.holdout.holdout_spec`). The video spans the requested and the
+  (:func:`videogene.data.holdout.holdout_spec`). In a ``--gene-set union`` dataset only the
+  slices that store the gene count: a day none of whose slices stores it is not given, and
+  where the reference slice lacks the gene the frame is the mean over the day's slices that
+  store it (drawn on the reference slice's tissue). The video spans the requested and the
   observed time points; only the requested ones are returned.
 - an array ``(genes, T, H, W)`` in expression units aligned with ``timepoints``, with NaN
   frames where nothing is given.
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.holdout import (
+    gene_masks,
     holdout_spec,
     observed_timepoints,
     reference_slice,
@@ -65,7 +69,7 @@ def observed_context(pipe, genes: Sequence[str], timepoints: Sequence[float], da
     frames always use their reference slice's mask. The dataset must be the one the model was
     trained on (same canvas, the genes in its vocabulary).
     """
-    from ..data import load_masks, load_metadata, read_gene_canvases
+    from ..data import load_masks, load_metadata, read_gene_canvases, stored_slices
     from .loading import read_training_config
 
     if dataset is None:
@@ -80,7 +84,9 @@ def observed_context(pipe, genes: Sequence[str], timepoints: Sequence[float], da
     if missing:
         raise InputError(f"dataset {dataset}: genes not in the dataset: {', '.join(missing[:5])}")
     spec = holdout_spec(meta, read_training_config(getattr(pipe, "source_dir", None)), pipe.meta)
-    observed = {g: observed_timepoints(meta, g, spec["timepoints"], spec["frames"]) for g in genes}
+    stored = stored_slices(dataset, genes=list(dict.fromkeys(genes)))
+    observed = {g: observed_timepoints(meta, g, spec["timepoints"], spec["frames"],
+                                       stored=stored[g]) for g in genes}
     req = [tkey(t) for t in timepoints]
     times = sorted(set(req) | {t for ts in observed.values() for t in ts})
     index = {t: i for i, t in enumerate(times)}
@@ -96,12 +102,13 @@ def observed_context(pipe, genes: Sequence[str], timepoints: Sequence[float], da
     day_mean = getattr(pipe.unet.config, "context_source", "slice") == "timepoint_mean"
     by_t = slices_by_timepoint(meta)
     for gi, g in enumerate(genes):
+        g_masks = gene_masks(ds_masks, stored[g])
         for t in observed[g]:
             ref = reference_slice(meta, t)
             k = index[t]
             video_masks[k] = ds_masks[ref]  # an observed frame is drawn on its own slice
-            img = (timepoint_image(canvases[g], ds_masks, by_t[t])[0] if day_mean
-                   else canvases[g][ref])
+            img = (timepoint_image(canvases[g], g_masks, by_t[t])[0]
+                   if day_mean or not stored[g][ref] else canvases[g][ref])
             frames[gi, k] = np.where(ds_masks[ref], img, 0.0)
             given[gi, k] = True
     return ContextVideo(times=times, masks=video_masks, frames=frames, given=given,

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..data.holdout import covered_mean, slices_by_timepoint, timepoint_image, tkey
+from ..data.holdout import covered_mean, gene_masks, slices_by_timepoint, timepoint_image, tkey
 from ..errors import InputError
 
 #: Baselines that use only observed frames (what a model has to beat).
@@ -59,8 +59,11 @@ def nearest_observed(t: float, observed: Sequence[float]) -> float:
     return min(observed, key=lambda o: (abs(o - t), o))
 
 
-def _baseline_inputs(canvases, masks, meta: Mapping, timepoint: float, observed: Sequence[float]):
-    """Checked arrays, the slices per time point, the time key and the sorted observed times."""
+def _baseline_inputs(canvases, masks, meta: Mapping, timepoint: float, observed: Sequence[float],
+                     stored: np.ndarray | None = None):
+    """Checked arrays, the slices per time point, the time key and the sorted observed times;
+    with ``stored`` (the gene's bool per slice) the masks of slices without the gene are empty
+    and the slices per time point are those that store it."""
     canvases = np.asarray(canvases)
     masks = np.asarray(masks, dtype=bool)
     if canvases.shape != masks.shape:
@@ -69,20 +72,26 @@ def _baseline_inputs(canvases, masks, meta: Mapping, timepoint: float, observed:
     observed = sorted(tkey(o) for o in observed)
     if not observed:
         raise InputError(f"baselines: no observed time point left for the frame at t={t}")
-    return canvases, masks, slices_by_timepoint(meta), t, observed
+    by_t = slices_by_timepoint(meta)
+    if stored is not None:
+        masks = gene_masks(masks, stored)
+        by_t = {d: [i for i in idx if stored[i]] for d, idx in by_t.items()}
+    return canvases, masks, by_t, t, observed
 
 
 def compute_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapping, timepoint: float,
-                      observed: Sequence[float], *, reference_slice: int | None = None
-                      ) -> dict[str, np.ndarray]:
+                      observed: Sequence[float], *, reference_slice: int | None = None,
+                      stored: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The baseline images of one gene at ``timepoint`` from its ``observed`` time points.
 
     Returns ``{"nearest", "linear", "mean_image"}`` float64 ``(H, W)`` canvases, plus
     ``"replicate"`` (the second slice of ``timepoint`` that is not ``reference_slice``) when
-    ``timepoint`` has at least two slices.
+    ``timepoint`` has at least two slices. ``stored``: the gene's bool ``(n_slices,)``
+    (:func:`videogene.data.stream.stored_slices`); slices without the gene are left out of
+    every image instead of counting as zero expression.
     """
     canvases, masks, by_t, t, observed = _baseline_inputs(canvases, masks, meta, timepoint,
-                                                          observed)
+                                                          observed, stored)
     images = {o: timepoint_image(canvases, masks, by_t[o]) for o in observed}
 
     out: dict[str, np.ndarray] = {}
@@ -112,7 +121,8 @@ def compute_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapping, ti
 
 def observed_frame_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapping,
                              timepoint: float, observed: Sequence[float], *,
-                             reference_slice: int) -> dict[str, np.ndarray]:
+                             reference_slice: int, stored: np.ndarray | None = None
+                             ) -> dict[str, np.ndarray]:
     """Baselines of one gene at an *observed* (training) time point ``timepoint``.
 
     What a model that reproduces its training frames must beat: ``"mean_image"``, the mean of
@@ -120,10 +130,10 @@ def observed_frame_baselines(canvases: np.ndarray, masks: np.ndarray, meta: Mapp
     ``timepoint`` is the only one; a frame is never compared with itself unless there is
     nothing else), and ``"replicate"``, the second slice of ``timepoint`` (when it has one).
     ``nearest`` and ``linear`` would copy the frame itself and are not defined here.
-    Float64 ``(H, W)`` canvases.
+    Float64 ``(H, W)`` canvases; ``stored`` as in :func:`compute_baselines`.
     """
     canvases, masks, by_t, t, observed = _baseline_inputs(canvases, masks, meta, timepoint,
-                                                          observed)
+                                                          observed, stored)
     others = [o for o in observed if o != t] or observed
     images = [timepoint_image(canvases, masks, by_t[o]) for o in others]
     out = {"mean_image": covered_mean(np.stack([im for im, _ in images]),

@@ -96,8 +96,13 @@ _SET_DEFINITIONS = {
 # ----------------------------------------------------------------------------- protocol
 def heldout_frames(meta: Mapping, train_cfg: Mapping | None = None, *,
                    export_meta: Mapping | None = None, spec: Mapping | None = None,
-                   name: str = "dataset") -> list[tuple[str, float]]:
+                   name: str = "dataset", stored: Mapping[str, np.ndarray] | None = None
+                   ) -> list[tuple[str, float]]:
     """Every held-out ``(gene, time)`` frame that has real data, time-major in vocabulary order.
+
+    ``stored``: ``{gene: bool (n_slices,)}`` (:func:`videogene.data.stream.stored_slices`); a
+    frame whose reference slice does not store the gene (a ``--gene-set union`` dataset) has
+    no real data there and is left out. ``None``: every slice stores every gene.
 
     Raises InputError when nothing is held out (naming ``name``), when a held-out time point
     has no slice in the dataset, or when a held-out frame names an unknown gene.
@@ -124,6 +129,8 @@ def heldout_frames(meta: Mapping, train_cfg: Mapping | None = None, *,
         if t not in by_t:
             raise InputError(f"{name}: held-out frame ({g}, {t:g}) has no slice in the dataset")
         out.append((g, t))
+    if stored is not None:
+        out = [(g, t) for g, t in out if stored[g][reference_slice(meta, t)]]
     return sorted(out, key=lambda f: (f[1], order[f[0]]))
 
 
@@ -191,7 +198,7 @@ def _spatial_flags(meta: Mapping, genes: Sequence[str], *, name: str, dataset_di
         raise InputError(f"{name}: videogene_meta.json has no 'spatially_variable' (prepared by an "
                          "older videogene); run `videogene prepare` again to get the spatial "
                          "gene set")
-    from ..data import load_masks, read_gene_canvases
+    from ..data import load_masks, read_gene_canvases, stored_slices
     from ..pp._spatial import null_variance, spatial_threshold, spatially_variable
 
     logger.warning("%s: no meta['spatially_variable'] (prepared by an older videogene); computing "
@@ -205,10 +212,11 @@ def _spatial_flags(meta: Mapping, genes: Sequence[str], *, name: str, dataset_di
     threshold = spatial_threshold([null_variance(masks[i]) for t, idx in by_t.items()
                                    if t not in held for i in idx])
     out = {}
+    stored = stored_slices(dataset_dir, genes=list(genes))
     it = read_gene_canvases(dataset_dir, genes=list(genes))
     for g, canv in tqdm(it, total=len(genes), desc="spatial signal", disable=not progress):
         train = [i for t in observed_timepoints(meta, g, spec["timepoints"], spec["frames"])
-                 for i in by_t[t]]
+                 for i in by_t[t] if stored[g][i]]
         sig, amp = spatial_signal(canv, masks, train)
         out[g] = bool(spatially_variable(sig, amp, threshold=threshold))
     return out
@@ -358,15 +366,25 @@ def _check_canvases(dataset_dir, g: str, canv: np.ndarray, masks: np.ndarray) ->
     return canv
 
 
+def _check_stored(dataset_dir, g: str, t: float, ref: int, stored: np.ndarray) -> None:
+    if not stored[ref]:
+        raise InputError(f"{dataset_dir}: gene {g} is not stored in slice {ref}, the reference "
+                         f"slice of time point {t:g} (a --gene-set union dataset): the frame "
+                         "has no real data; leave it out (heldout_frames(..., stored=...))")
+
+
 def collect_reference_frames(dataset_dir, meta: Mapping, masks: np.ndarray,
                              frames: Sequence[tuple[str, float]], spec: Mapping, *,
                              truth: bool = True, progress: bool = True) -> FrameSet:
     """Real frames, observed-data baselines, the replicate and (synthetic atlas) the truth.
 
     One pass over the genes' canvases (:func:`videogene.data.read_gene_canvases`); every image is
-    float32 ``(H, W)`` on the reference slice's canvas, 0 outside its tissue.
+    float32 ``(H, W)`` on the reference slice's canvas, 0 outside its tissue. Slices that do
+    not store a gene (:func:`videogene.data.stream.stored_slices`) are no observation of it;
+    a frame whose reference slice does not store its gene raises InputError (leave it out
+    with :func:`heldout_frames`' ``stored``).
     """
-    from ..data import read_gene_canvases
+    from ..data import read_gene_canvases, stored_slices
 
     by_gene: dict[str, list[tuple[int, float]]] = {}
     for k, (g, t) in enumerate(frames):
@@ -378,17 +396,20 @@ def collect_reference_frames(dataset_dir, meta: Mapping, masks: np.ndarray,
     interp: list = [False] * n
     names = list(OBSERVED_BASELINES) + ["replicate"]
     methods: dict[str, list] = {m: [None] * n for m in names}
+    stored = stored_slices(dataset_dir, genes=list(by_gene))
     it = read_gene_canvases(dataset_dir, genes=list(by_gene))
     for g, canv in tqdm(it, total=len(by_gene), desc="baselines", disable=not progress):
         canv = _check_canvases(dataset_dir, g, canv, masks)
-        obs = observed_timepoints(meta, g, spec["timepoints"], spec["frames"])
+        obs = observed_timepoints(meta, g, spec["timepoints"], spec["frames"], stored=stored[g])
         for k, t in by_gene[g]:
             ref = reference_slice(meta, t)
+            _check_stored(dataset_dir, g, t, ref, stored[g])
             m = masks[ref]
             real[k] = np.where(m, canv[ref], 0.0).astype(np.float32)
             fmasks[k], refs[k] = m, ref
             interp[k] = linear_is_interpolating(t, obs)
-            base = compute_baselines(canv, masks, meta, t, obs, reference_slice=ref)
+            base = compute_baselines(canv, masks, meta, t, obs, reference_slice=ref,
+                                     stored=stored[g])
             for name in names:
                 if name in base:
                     methods[name][k] = np.where(m, base[name], 0.0).astype(np.float32)
@@ -411,13 +432,17 @@ def collect_train_frames(dataset_dir, meta: Mapping, masks: np.ndarray, genes: S
 
     Real frame: the reference slice of the time point; methods: ``mean_image`` over the gene's
     *other* observed time points and ``replicate`` (:func:`observed_frame_baselines`) and, on
-    the synthetic atlas, ``truth``. Images as in :func:`collect_reference_frames`.
+    the synthetic atlas, ``truth``. Images as in :func:`collect_reference_frames`; a time point
+    whose reference slice does not store the gene has no real frame and is not listed.
     """
-    from ..data import read_gene_canvases
+    from ..data import read_gene_canvases, stored_slices
 
-    observed = {g: observed_timepoints(meta, g, spec["timepoints"], spec["frames"]) for g in genes}
+    stored = stored_slices(dataset_dir, genes=list(genes))
+    observed = {g: observed_timepoints(meta, g, spec["timepoints"], spec["frames"],
+                                       stored=stored[g]) for g in genes}
     order = {g: i for i, g in enumerate(genes)}
-    frames = sorted(((g, t) for g in genes for t in observed[g]), key=lambda f: (f[1], order[f[0]]))
+    frames = sorted(((g, t) for g in genes for t in observed[g]
+                     if stored[g][reference_slice(meta, t)]), key=lambda f: (f[1], order[f[0]]))
     index = {f: k for k, f in enumerate(frames)}
     n = len(frames)
     real: list = [None] * n
@@ -428,12 +453,15 @@ def collect_train_frames(dataset_dir, meta: Mapping, masks: np.ndarray, genes: S
     for g, canv in tqdm(it, total=len(genes), desc="training frames", disable=not progress):
         canv = _check_canvases(dataset_dir, g, canv, masks)
         for t in observed[g]:
+            if (g, t) not in index:
+                continue
             k = index[(g, t)]
             ref = reference_slice(meta, t)
             m = masks[ref]
             real[k] = np.where(m, canv[ref], 0.0).astype(np.float32)
             fmasks[k], refs[k] = m, ref
-            base = observed_frame_baselines(canv, masks, meta, t, observed[g], reference_slice=ref)
+            base = observed_frame_baselines(canv, masks, meta, t, observed[g], reference_slice=ref,
+                                            stored=stored[g])
             for name, img in base.items():
                 methods[name][k] = np.where(m, img, 0.0).astype(np.float32)
     if not any(x is not None for x in methods["replicate"]):
