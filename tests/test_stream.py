@@ -220,3 +220,32 @@ def test_bad_arguments(tiny_dataset, tmp_path):
         GeneVideoDataset(tmp_path / "missing")
     with pytest.raises(InputError, match="genes not in the dataset"):
         list(read_gene_canvases(tiny_dataset, genes=["NotAGene"]))
+
+
+@pytest.mark.parametrize("pick", ["one", "across_shards", "reversed", "all"])
+def test_reading_some_genes_reads_only_their_row_groups(sharded_dataset, pick, monkeypatch):
+    """``read_gene_canvases(genes=...)`` and ``stored_slices`` prune row groups by the
+    ``gene_id`` statistics; the canvases equal those of a full pass, in the order asked."""
+    import pyarrow.parquet as pq
+
+    from videogene.data import read_gene_canvases, stored_slices
+
+    genes = load_metadata(sharded_dataset)["genes"]
+    full = dict(read_gene_canvases(sharded_dataset))
+    want = {"one": [genes[13]], "across_shards": [genes[0], genes[25], genes[47]],
+            "reversed": genes[::-1][:20], "all": genes}[pick]
+    reads: list[int] = []
+    real = pq.ParquetFile.read_row_groups
+
+    def counted(self, groups, *args, **kwargs):
+        reads.extend(groups)
+        return real(self, groups, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", counted)
+    got = list(read_gene_canvases(sharded_dataset, genes=want))
+    assert [g for g, _ in got] == want
+    for g, canv in got:
+        np.testing.assert_array_equal(canv, full[g])
+    shards = {genes.index(g) // 12 for g in want}
+    assert len(reads) == len(shards)  # one row group (12 genes) per shard that holds a wanted gene
+    assert list(stored_slices(sharded_dataset, genes=want)) == want

@@ -292,6 +292,10 @@ def test_two_process_run(tiny_dataset, tmp_path):
         d1 = (dbg / f"weights-step{step}-rank1.txt").read_text()
         assert d0 == d1, f"ranks disagree at step {step}"
     assert (dbg / "weights-step2-rank0.txt").read_text() != (dbg / "weights-step4-rank0.txt").read_text()
+    # the data-start gene table: read from the atlas by rank 0 only, received by rank 1
+    t0 = (dbg / "gene-table-rank0.txt").read_text().split()
+    t1 = (dbg / "gene-table-rank1.txt").read_text().split()
+    assert t0[0] == "computed" and t1[0] == "received" and t0[1] == t1[1]
     g0 = (dbg / "genes-rank0.txt").read_text().split()
     g1 = (dbg / "genes-rank1.txt").read_text().split()
     assert len(g0) == len(g1) == 4 * 8  # 4 steps x batch 8 per rank
@@ -383,6 +387,14 @@ def test_draw_context_subsets():
     assert torch.equal(loo.any(dim=1), ctx.any(dim=1))
     assert set(loo[:2000].sum(dim=1).tolist()) == {0, 3}
     assert (ctx <= loo).all()  # the uniform subset is the first k of the same random order
+    # mixed: each example with context is either its uniform subset or its leave-one-out one
+    mix = draw_context(present, 0.5, torch.Generator().manual_seed(0), size="mixed")
+    assert torch.equal(mix.any(dim=1), ctx.any(dim=1))
+    is_loo = (mix == loo).all(dim=1) & ~(mix == ctx).all(dim=1)
+    assert ((mix == loo).all(dim=1) | (mix == ctx).all(dim=1)).all()
+    with_ctx = ctx[:2000].any(dim=1)
+    # half take leave one out; uniform drew k = 3 for a third of those already
+    assert is_loo[:2000][with_ctx].float().mean().item() == pytest.approx(0.5 * 2 / 3, abs=0.05)
 
 
 def test_context_size_config():

@@ -91,19 +91,47 @@ def read_gene_canvases(dataset_dir: str | Path, genes: Sequence[str] | None = No
     unknown = [g for g in genes if g not in vocab]
     if unknown:
         raise InputError(f"{dataset_dir}: genes not in the dataset: {', '.join(unknown[:5])}")
-    wanted = {vocab[g] for g in genes}
     found: dict[int, np.ndarray] = {}
-    import pyarrow.compute as pc
-
-    for f in files:
-        t = pq.read_table(f)
-        t = t.filter(pc.is_in(t.column("gene_id"), value_set=_pa_int32(sorted(wanted))))
+    for t in _gene_rows(files, {vocab[g] for g in genes}):
         for gid, _, _, sidx, idx, vals in _decode_table(t):
             found[gid] = canvas(idx, vals, sidx)
-        if len(found) == len(wanted):
-            break
     for g in genes:
         yield g, found[vocab[g]]
+
+
+def _gene_rows(files: Sequence[Path], wanted: set[int], columns: Sequence[str] | None = None):
+    """Tables of the shard rows whose ``gene_id`` is in ``wanted``: only the row groups whose
+    ``gene_id`` range (Parquet statistics) can hold a wanted id are read, and reading stops
+    once every id was found, so a few genes cost a few row groups, not the whole atlas."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    left = set(wanted)
+    cols = None if columns is None else list(dict.fromkeys(["gene_id", *columns]))
+    for f in files:
+        if not left:
+            return
+        pf = pq.ParquetFile(f)
+        md = pf.metadata
+        ids = np.array(sorted(left))
+        groups = []
+        for i in range(md.num_row_groups):
+            rg = md.row_group(i)
+            st = next((rg.column(j).statistics for j in range(rg.num_columns)
+                       if rg.column(j).path_in_schema == "gene_id"), None)
+            if st is None or not st.has_min_max:
+                groups.append(i)
+                continue
+            k = int(np.searchsorted(ids, st.min))
+            if k < ids.size and ids[k] <= st.max:
+                groups.append(i)
+        if not groups:
+            continue
+        t = pf.read_row_groups(groups, columns=cols)
+        t = t.filter(pc.is_in(t.column("gene_id"), value_set=_pa_int32(sorted(left))))
+        if t.num_rows:
+            left -= set(t.column("gene_id").to_pylist())
+            yield t
 
 
 def stored_slices(dataset_dir: str | Path, genes: Sequence[str] | None = None
@@ -128,12 +156,14 @@ def stored_slices(dataset_dir: str | Path, genes: Sequence[str] | None = None
             raise InputError(f"{dataset_dir}: genes not in the dataset: {', '.join(unknown[:5])}")
         wanted = set(genes)
     out: dict[str, np.ndarray] = {}
-    for f in _shard_files(dataset_dir):
-        t = pq.read_table(f, columns=["gene", "slice_idx"])
+    files = _shard_files(dataset_dir)
+    tables = ((pq.read_table(f, columns=["gene", "slice_idx"]) for f in files) if genes is None
+              else _gene_rows(files, {meta.gene_index[g] for g in genes}, ["gene", "slice_idx"]))
+    for t in tables:
         sl = t.column("slice_idx").combine_chunks()
         off, flat = sl.offsets.to_numpy(), sl.values.to_numpy()
         for r, name in enumerate(t.column("gene").to_pylist()):
-            if wanted is None or name in wanted:
+            if wanted is None or name in wanted:  # a row group may hold other genes
                 row = np.zeros(n_slices, dtype=bool)
                 row[flat[off[r]:off[r + 1]]] = True
                 out[name] = row

@@ -11,6 +11,7 @@ Matplotlib is used through ``Figure`` objects only (headless, no pyplot state).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
@@ -113,8 +114,8 @@ def plot_example_frames(examples: Sequence[Mapping], path, *, value_max: float =
                 continue
             im_obj = ax.imshow(_masked(img, mask), cmap=cm, vmin=0.0, vmax=vmax,
                                interpolation="nearest")
-            if i == 0:
-                ax.set_title(label, fontsize=8)
+            if i == 0:  # wrapped: long labels of neighbouring columns would overlap
+                ax.set_title(textwrap.fill(label, 18, break_on_hyphens=False), fontsize=8)
             if j == 0:
                 ax.set_ylabel(f"{ex['gene']}\n{day_label(ex['timepoint'])}", fontsize=8)
         if im_obj is not None:

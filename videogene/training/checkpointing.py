@@ -125,13 +125,24 @@ def _remove(p: Path) -> None:
         shutil.rmtree(p)
 
 
+def _update(h, name: str, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(name.encode())
+    h.update(str(t.dtype).encode())
+    h.update(str(tuple(t.shape)).encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     """SHA-256 over the model's state dict (names, dtypes, shapes, bytes), in name order."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        _update(h, name, t)
+    return h.hexdigest()
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 over one tensor (dtype, shape, bytes), as :func:`weights_digest` hashes each."""
+    h = hashlib.sha256()
+    _update(h, "", t)
     return h.hexdigest()

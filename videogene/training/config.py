@@ -31,7 +31,7 @@ GENE_EMBEDDING_INITS = ("random", "data")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 LOSS_WEIGHTINGS = ("min_snr", "edm")
 TIMESTEP_SAMPLINGS = ("uniform", "lognormal")
-CONTEXT_SIZES = ("uniform", "leave_one_out")
+CONTEXT_SIZES = ("uniform", "leave_one_out", "mixed")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                  "constant_with_warmup")

@@ -141,15 +141,18 @@ def draw_context(frame_present: torch.Tensor, none_prob: float, generator: torch
     (gene-only generation, the gene table must carry the gene); otherwise a random non-empty
     proper subset of the present frames, of size ``size``: ``"uniform"`` draws it uniformly
     in ``1 .. n_present - 1``, ``"leave_one_out"`` takes ``n_present - 1`` (every present frame
-    but a random one: the shape of in-filling a missing day from all observed ones). Examples
-    with fewer than two present frames get none. The same random numbers are drawn for either
-    size. Drawn on ``frame_present``'s device, from ``generator`` when it is there (else from
-    :func:`generator_on`): no host round trip."""
+    but a random one: the shape of in-filling a missing day from all observed ones),
+    ``"mixed"`` takes leave-one-out for half of the examples with context and a uniform size
+    for the others (which half is read off the number that decided "context or none", so no
+    extra number is drawn). Examples with fewer than two present frames get none. The same
+    random numbers are drawn for every size. Drawn on ``frame_present``'s device, from
+    ``generator`` when it is there (else from :func:`generator_on`): no host round trip."""
     present = frame_present.bool()
     device = present.device
     generator = generator_on(generator, device)
     b, f = present.shape
-    use = torch.rand(b, generator=generator, device=device) >= none_prob
+    u = torch.rand(b, generator=generator, device=device)  # (b,)
+    use = u >= none_prob
     scores = torch.rand(b, f, generator=generator, device=device).masked_fill(~present, 2.0)
     rank = scores.argsort(dim=1).argsort(dim=1)  # (b, f) 0 = first in the random order
     n_present = present.sum(dim=1)
@@ -157,6 +160,9 @@ def draw_context(frame_present: torch.Tensor, none_prob: float, generator: torch
          * (n_present - 1).clamp_min(0)).long() + 1  # (b,)
     if size == "leave_one_out":
         k = (n_present - 1).clamp_min(1)
+    elif size == "mixed":
+        loo = u >= none_prob + 0.5 * (1.0 - none_prob)  # the upper half of the examples with context
+        k = torch.where(loo, (n_present - 1).clamp_min(1), k)
     return (rank < k[:, None]) & present & (use & (n_present >= 2))[:, None]
 
 

@@ -157,11 +157,26 @@ class Trainer:
                   f"{side}x{side}; {self.world} process(es)", flush=True)
         resume_dir = ckpt.resolve_resume(out, cfg.resume_from_checkpoint)
         if cfg.gene_embedding_init == "data" and resume_dir is None:
-            spec = meta.holdout_spec({"data": {"holdout_timepoints": cfg.data.holdout_timepoints}})
-            init_gene_table(model, self.data_dir, heldout_timepoints=spec["timepoints"],
-                            heldout_frames=spec["frames"], rms=cfg.gene_embedding_init_rms,
-                            components=cfg.gene_embedding_init_components,
-                            seed=cfg.seed, progress=self.is_main)
+            # the main process reads the atlas; the others receive its table (before the EMA
+            # copies the parameters, so every rank's EMA starts from it too)
+            if self.is_main:
+                spec = meta.holdout_spec({"data": {"holdout_timepoints":
+                                                   cfg.data.holdout_timepoints}})
+                init_gene_table(model, self.data_dir, heldout_timepoints=spec["timepoints"],
+                                heldout_frames=spec["frames"], rms=cfg.gene_embedding_init_rms,
+                                components=cfg.gene_embedding_init_components,
+                                seed=cfg.seed, progress=True)
+            if self.world > 1:
+                from accelerate.utils import broadcast
+
+                weight = model.gene_embedding.weight
+                with torch.no_grad():
+                    weight.copy_(broadcast(weight.detach().to(acc.device), from_process=0))
+            if cfg.debug_dump_weights:  # tests: one rank computed the table, all hold it
+                (out / "debug").mkdir(parents=True, exist_ok=True)
+                (out / "debug" / f"gene-table-rank{self.rank}.txt").write_text(
+                    ("computed " if self.is_main else "received ")
+                    + ckpt.tensor_digest(model.gene_embedding.weight))
         if cfg.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         self.ema = None
