@@ -184,3 +184,30 @@ def test_evaluate_leaves_out_frames_without_data(union_dataset, tmp_path):
     protocol = json.loads((tmp_path / "eval" / "metrics.json").read_text())["protocol"]
     assert protocol["n_frames_not_stored"] == 4 and protocol["n_frames"] == 8
     assert "not stored in the reference slice: 4" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_pattern_vectors_and_gene_statistics_skip_slices_without_the_gene(union_dataset):
+    from videogene.data import load_masks, load_metadata, read_gene_canvases, stored_slices
+    from videogene.data.features import PatternVectors
+    from videogene.tl.embeddings import _DatasetFeatures
+
+    meta = load_metadata(union_dataset)
+    masks = load_masks(union_dataset).astype(bool)
+    stored = stored_slices(union_dataset)["G0"]
+    canv = dict(read_gene_canvases(union_dataset, genes=["G0"]))["G0"]
+    vec = PatternVectors(meta, masks, ["G0", "G0 as if stored everywhere"])
+    vec.add("G0", canv, stored)
+    vec.add("G0 as if stored everywhere", canv)
+    seen = np.broadcast_to(stored[:, None, None], masks.shape)[masks]  # (n_pixels,)
+    v, zeros = vec.x
+    assert not v[~seen].any() and v[~seen].size > 0  # not observed: the gene's mean
+    assert abs(float(v[seen].mean())) < 1e-5 and float(v[seen].std()) == pytest.approx(1, rel=1e-4)
+    assert (zeros[~seen] < 0).all()  # the old reading: unmeasured pixels look silent
+
+    feats = _DatasetFeatures(union_dataset, ["G0", "G5"])
+    on = masks & stored[:, None, None]
+    assert feats.nnz_fraction[0] == pytest.approx((canv[on] > 0).sum() / on.sum())
+    assert feats.mean[0] == pytest.approx(canv[on].sum() / on.sum(), rel=1e-5)
+    assert np.isnan(feats.time_profile[0, 2]) and np.isfinite(feats.time_profile[1]).all()
+    day = on & (np.array([s["timepoint"] for s in meta["slices"]]) == 10.5)[:, None, None]
+    assert feats.time_profile[0, 1] == pytest.approx(canv[day].sum() / day.sum(), rel=1e-5)

@@ -1,9 +1,12 @@
 """Each gene's spatial pattern as one vector, and its principal components.
 
 A gene's pattern vector is its expression at every tissue pixel of every slice that training
-sees (hold-out time points and held-out ``(gene, day)`` frames left out), standardised per gene
-(mean 0, variance 1: two genes are close when their patterns correlate, whatever their level;
-genes never expressed there stay all-zero). :class:`PatternVectors` collects them gene by gene
+sees (hold-out time points left out), standardised per gene over the pixels where it was
+observed (mean 0, standard deviation 1: two genes are close when their patterns correlate,
+whatever their level; genes never expressed there stay all-zero). Where the gene was not
+observed, in its held-out ``(gene, day)`` frames and in slices that do not store it (a
+``--gene-set union`` dataset), the vector holds 0, the gene's own mean: neither expressed nor
+silent. :class:`PatternVectors` collects them gene by gene
 while a caller reads the dataset once; :meth:`PatternVectors.pca` gives the scores. Two users:
 the model-free baseline embedding (``videogene.tl.baseline_embedding``) and the data start of
 the gene table (``videogene.training.gene_init``).
@@ -86,14 +89,19 @@ class PatternVectors:
     def sketched(self) -> bool:
         return self.proj is not None
 
-    def add(self, gene: str, canvas: np.ndarray) -> None:
-        """``canvas``: the gene's dense ``(n_slices, H, W)`` expression (``read_gene_canvases``)."""
+    def add(self, gene: str, canvas: np.ndarray, stored: np.ndarray | None = None) -> None:
+        """``canvas``: the gene's dense ``(n_slices, H, W)`` expression (``read_gene_canvases``);
+        ``stored``: its bool ``(n_slices,)`` (``stored_slices``; None: every slice)."""
         canvas = np.asarray(canvas, dtype=np.float32)
+        seen = np.ones(len(self.slice_t), dtype=bool) if stored is None else np.array(stored, bool)
         if gene in self.frames:
-            canvas = np.where(np.isin(self.slice_t, self.frames[gene])[:, None, None], 0.0, canvas)
-        v = canvas[self.pixels]
-        v = v - v.mean()
-        sd = float(v.std())
+            seen &= ~np.isin(self.slice_t, self.frames[gene])
+        v = canvas[self.pixels]  # (n_pixels,)
+        obs = np.broadcast_to(seen[:, None, None], canvas.shape)[self.pixels]  # (n_pixels,)
+        if not obs.any():
+            return
+        v = np.where(obs, v - v[obs].mean(), 0.0).astype(np.float32)
+        sd = float(v[obs].std())
         if sd > 0:
             v = v / sd
             self.x[self.row[gene]] = v @ self.proj if self.proj is not None else v

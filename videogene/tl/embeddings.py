@@ -114,7 +114,7 @@ class _DatasetFeatures:
     def __init__(self, dataset_dir: Path, genes: Sequence[str] | None = None, *,
                  keep_vectors: bool = False, train_cfg: Mapping | None = None,
                  export_meta: Mapping | None = None, progress: bool = True):
-        from ..data import load_masks, load_metadata, read_gene_canvases
+        from ..data import load_masks, load_metadata, read_gene_canvases, stored_slices
 
         self.dataset_dir = Path(dataset_dir)
         self.meta = load_metadata(self.dataset_dir)
@@ -144,7 +144,7 @@ class _DatasetFeatures:
                                        heldout_timepoints=self.holdout.get("timepoints", ()),
                                        heldout_frames=self.holdout.get("frames", ()))
                         if keep_vectors else None)
-        total_tissue = max(int(n_tissue.sum()), 1)
+        stored = stored_slices(self.dataset_dir, genes=self.genes)
         it = read_gene_canvases(self.dataset_dir, genes=self.genes)
         if progress:
             from tqdm.auto import tqdm
@@ -157,16 +157,18 @@ class _DatasetFeatures:
             if canvas.shape != masks.shape:
                 raise InputError(f"dataset {self.dataset_dir}: gene {gene} canvas {canvas.shape} "
                                  f"does not match masks.npy {masks.shape}")
-            tissue = np.where(masks, canvas, 0.0)
+            on = stored[gene]  # (n_slices,) slices without the gene are no observation
+            tissue = np.where(masks & on[:, None, None], canvas, 0.0)
             per_slice_sum = tissue.reshape(tissue.shape[0], -1).sum(axis=1)
+            total_tissue = max(int(n_tissue[on].sum()), 1)
             self.nnz_fraction[i] = float((tissue > 0).sum()) / total_tissue
             self.mean[i] = float(per_slice_sum.sum()) / total_tissue
             for ti in range(nt):
-                sel = slice_ti == ti
+                sel = (slice_ti == ti) & on
                 denom = n_tissue[sel].sum()
                 self.time_profile[i, ti] = per_slice_sum[sel].sum() / denom if denom else np.nan
             if self.vectors is not None:
-                self.vectors.add(gene, canvas)
+                self.vectors.add(gene, canvas, on)
 
     def peak_timepoint(self) -> np.ndarray:
         out = np.full(len(self.genes), np.nan)
@@ -359,7 +361,9 @@ def baseline_embedding(dataset_dir, *, n_components: int = 32, seed: int = 0,
     Each gene becomes one vector: its log-expression at every tissue pixel of every slice of
     every non-held-out time point (``read_gene_canvases`` x ``masks.npy``), standardised per
     gene (mean 0, variance 1 — so that two genes are close when their patterns correlate,
-    whatever their level; genes never expressed stay all-zero). The first ``n_components``
+    whatever their level; genes never expressed stay all-zero; where the gene was not observed,
+    its held-out frames and slices that do not store it, it holds 0:
+    :class:`videogene.data.features.PatternVectors`). The first ``n_components``
     principal components across genes are the embedding. Obs/obsm/uns as in
     :func:`gene_embeddings`, ``uns["embedding"]["kind"] == "baseline_pca"``.
     """

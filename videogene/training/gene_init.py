@@ -41,7 +41,7 @@ def data_gene_table(dataset_dir: str | Path, dim: int, *, heldout_timepoints: It
         seed: seed of the random projection of very large atlases
             (:class:`videogene.data.features.PatternVectors`).
     """
-    from ..data import load_masks, load_metadata, read_gene_canvases
+    from ..data import load_masks, load_metadata, read_gene_canvases, stored_slices
 
     n = dim if components is None else int(components)
     if not 1 <= n <= dim:
@@ -51,13 +51,14 @@ def data_gene_table(dataset_dir: str | Path, dim: int, *, heldout_timepoints: It
     vectors = PatternVectors(meta, load_masks(dataset_dir), meta.genes,
                              heldout_timepoints=heldout_timepoints,
                              heldout_frames=heldout_frames, seed=seed)
+    stored = stored_slices(dataset_dir)
     it = read_gene_canvases(dataset_dir)
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(it, total=len(meta.genes), desc="gene table from data", unit="gene", leave=False)
     for gene, canvas in it:
-        vectors.add(gene, canvas)
+        vectors.add(gene, canvas, stored[gene])
     scores, ratio = vectors.pca(n)
     scores = np.pad(scores, ((0, 0), (0, dim - n)))
     norm = float(np.sqrt((scores.astype(np.float64) ** 2).mean()))
