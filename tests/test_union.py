@@ -65,15 +65,13 @@ def test_stored_slices(union_dataset):
 
 def test_observed_timepoints_and_gene_masks(union_dataset):
     from videogene.data import load_masks, load_metadata
-    from videogene.data.holdout import gene_masks, observed_timepoints, stored_day_slices
+    from videogene.data.holdout import gene_masks, observed_timepoints
 
     meta = load_metadata(union_dataset)
     stored = np.array(STORES_G0)
     assert observed_timepoints(meta, "G0") == [9.5, 10.5, 11.5]
     assert observed_timepoints(meta, "G0", stored=stored) == [9.5, 10.5]
     assert observed_timepoints(meta, "G0", [9.5], stored=stored) == [10.5]
-    assert stored_day_slices(meta, 10.5, stored) == [4]
-    assert stored_day_slices(meta, 10.5) == [2, 3, 4]
     masks = load_masks(union_dataset)
     gm = gene_masks(masks, stored)
     assert np.array_equal(gm[stored], masks[stored]) and not gm[~stored].any()

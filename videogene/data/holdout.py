@@ -8,7 +8,7 @@ The image of an observed day (:func:`timepoint_image`, the baselines' and a day-
 context's) is the per-pixel mean over the day's slices whose tissue covers the pixel. In a
 ``--gene-set union`` dataset a slice that does not store a gene is no observation of it: pass
 the gene's ``stored`` slices (:func:`videogene.data.stream.stored_slices`) to
-:func:`observed_timepoints`, :func:`stored_day_slices` and :func:`gene_masks`.
+:func:`observed_timepoints` and :func:`gene_masks`.
 """
 
 from __future__ import annotations
@@ -103,13 +103,6 @@ def observed_timepoints(meta: Mapping, gene: str, heldout_timepoints: Iterable[f
     excluded |= {tkey(t) for g, t in heldout_frames if g == gene}
     return [t for t, idx in slices_by_timepoint(meta).items()
             if t not in excluded and (stored is None or bool(np.asarray(stored)[idx].any()))]
-
-
-def stored_day_slices(meta: Mapping, t: float, stored: np.ndarray | None = None) -> list[int]:
-    """The slices of time point ``t`` (meta order) that store the gene whose bool
-    ``(n_slices,)`` is ``stored`` (all of them when ``stored`` is None)."""
-    idx = slices_by_timepoint(meta)[tkey(t)]
-    return idx if stored is None else [i for i in idx if stored[i]]
 
 
 def gene_masks(masks: np.ndarray, stored: np.ndarray | None) -> np.ndarray:

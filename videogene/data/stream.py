@@ -113,12 +113,11 @@ def _gene_rows(files: Sequence[Path], wanted: set[int], columns: Sequence[str] |
             return
         pf = pq.ParquetFile(f)
         md = pf.metadata
+        col = pf.schema_arrow.get_field_index("gene_id")  # a flat column: its leaf index too
         ids = np.array(sorted(left))
         groups = []
         for i in range(md.num_row_groups):
-            rg = md.row_group(i)
-            st = next((rg.column(j).statistics for j in range(rg.num_columns)
-                       if rg.column(j).path_in_schema == "gene_id"), None)
+            st = md.row_group(i).column(col).statistics
             if st is None or not st.has_min_max:
                 groups.append(i)
                 continue
@@ -148,13 +147,11 @@ def stored_slices(dataset_dir: str | Path, genes: Sequence[str] | None = None
     dataset_dir = Path(dataset_dir)
     meta = load_metadata(dataset_dir)
     n_slices = len(meta.slices)
-    wanted = None
     if genes is not None:
         genes = [str(g) for g in genes]
         unknown = [g for g in genes if g not in meta.gene_index]
         if unknown:
             raise InputError(f"{dataset_dir}: genes not in the dataset: {', '.join(unknown[:5])}")
-        wanted = set(genes)
     out: dict[str, np.ndarray] = {}
     files = _shard_files(dataset_dir)
     tables = ((pq.read_table(f, columns=["gene", "slice_idx"]) for f in files) if genes is None
@@ -163,10 +160,9 @@ def stored_slices(dataset_dir: str | Path, genes: Sequence[str] | None = None
         sl = t.column("slice_idx").combine_chunks()
         off, flat = sl.offsets.to_numpy(), sl.values.to_numpy()
         for r, name in enumerate(t.column("gene").to_pylist()):
-            if wanted is None or name in wanted:  # a row group may hold other genes
-                row = np.zeros(n_slices, dtype=bool)
-                row[flat[off[r]:off[r + 1]]] = True
-                out[name] = row
+            row = np.zeros(n_slices, dtype=bool)
+            row[flat[off[r]:off[r + 1]]] = True
+            out[name] = row
     return out if genes is None else {g: out[g] for g in genes}
 
 
@@ -283,8 +279,7 @@ class GeneVideoDataset(_torch_iterable_base()):
         # every slice of the day stores (else it is counted over the slices that store it)
         self._day_cover = np.stack([self._masks_f[self.slice_frame == f].sum(axis=0)
                                     for f in range(len(self.timepoints))])
-        self._day_slices = np.array([int((self.slice_frame == f).sum())
-                                     for f in range(len(self.timepoints))])
+        self._day_slices = np.bincount(self.slice_frame, minlength=len(self.timepoints))
 
     # -- public knobs
     def set_epoch(self, epoch: int) -> None:

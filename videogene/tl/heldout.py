@@ -440,9 +440,9 @@ def collect_train_frames(dataset_dir, meta: Mapping, masks: np.ndarray, genes: S
     stored = stored_slices(dataset_dir, genes=list(genes))
     observed = {g: observed_timepoints(meta, g, spec["timepoints"], spec["frames"],
                                        stored=stored[g]) for g in genes}
+    scored = {g: [t for t in observed[g] if stored[g][reference_slice(meta, t)]] for g in genes}
     order = {g: i for i, g in enumerate(genes)}
-    frames = sorted(((g, t) for g in genes for t in observed[g]
-                     if stored[g][reference_slice(meta, t)]), key=lambda f: (f[1], order[f[0]]))
+    frames = sorted(((g, t) for g in genes for t in scored[g]), key=lambda f: (f[1], order[f[0]]))
     index = {f: k for k, f in enumerate(frames)}
     n = len(frames)
     real: list = [None] * n
@@ -452,9 +452,7 @@ def collect_train_frames(dataset_dir, meta: Mapping, masks: np.ndarray, genes: S
     it = read_gene_canvases(dataset_dir, genes=list(genes))
     for g, canv in tqdm(it, total=len(genes), desc="training frames", disable=not progress):
         canv = _check_canvases(dataset_dir, g, canv, masks)
-        for t in observed[g]:
-            if (g, t) not in index:
-                continue
+        for t in scored[g]:
             k = index[(g, t)]
             ref = reference_slice(meta, t)
             m = masks[ref]
