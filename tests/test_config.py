@@ -87,6 +87,7 @@ def test_unknown_key_in_yaml(tmp_path):
     ("use_ema=3", "true or false"),
     ("mixed_precision=fp8", "mixed_precision"),
     ("data.gene_sampling=rare", "gene_sampling"),
+    ("data.slice_draw=first", "slice_draw"),
     ("diffusion.prediction_type=x0", "prediction_type"),
     ("max_steps=0", ">= 1"),
     ("push_to_hub=true", "hub_model_id"),

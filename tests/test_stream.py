@@ -96,6 +96,46 @@ def test_context_video_is_the_day_mean_on_the_drawn_slice(tiny_dataset):
             np.testing.assert_allclose(got[fi], want, atol=1e-4)
 
 
+def _drawn_ranks(ex, meta, masks) -> list[int]:
+    """Per present frame, the drawn slice's position among its day's slices (dataset order)."""
+    ranks = []
+    for fi, t in enumerate(meta["timepoints"]):
+        if not ex["frame_present"][fi]:
+            continue
+        day = [i for i, s in enumerate(meta["slices"]) if s["timepoint"] == t]
+        m = ex["tissue_mask"][fi, 0].numpy().astype(bool)
+        hits = [r for r, i in enumerate(day) if (masks[i] == m).all()]
+        assert len(hits) == 1
+        ranks.append(hits[0])
+    return ranks
+
+
+@pytest.mark.parametrize("slice_draw", ["random", "aligned"])
+def test_slice_draw(tiny_dataset, slice_draw):
+    from videogene.data.stream import SLICE_DRAW
+    from videogene.training.config import SLICE_DRAW as CONFIG_CHOICES
+    from videogene.training.config import load_config
+    from videogene.training.stream import build_dataset
+
+    assert CONFIG_CHOICES == SLICE_DRAW
+    meta, masks = load_metadata(tiny_dataset), load_masks(tiny_dataset).astype(bool)
+    ds = GeneVideoDataset(tiny_dataset, infinite=False, seed=5, slice_draw=slice_draw)
+    assert ds.slice_draw == slice_draw
+    examples = _epoch(ds)
+    ranks = [_drawn_ranks(ex, meta, masks) for ex in examples]
+    one_position = [len(set(r)) == 1 for r in ranks]
+    if slice_draw == "aligned":  # one position per video, and every position drawn
+        assert all(one_position)
+        assert {r[0] for r in ranks} == {0, 1}
+    else:  # 4 days x 2 slices: a video of one position is 1 in 8
+        assert sum(one_position) < len(ranks) / 2
+    again = _epoch(GeneVideoDataset(tiny_dataset, infinite=False, seed=5, slice_draw=slice_draw))
+    assert _signature(again) == _signature(examples)
+    # the training config's data.slice_draw reaches the stream
+    cfg = load_config(None, [f"data.path={tiny_dataset}", f"data.slice_draw={slice_draw}"])
+    assert build_dataset(cfg, tiny_dataset).slice_draw == slice_draw
+
+
 def test_context_video_leaves_held_out_days_out(tiny_dataset_holdout, tmp_path):
     from videogene.training.config import load_config
     from videogene.training.stream import build_dataset
@@ -216,6 +256,8 @@ def test_nnz_sampling_is_unbiased(tiny_dataset):
 def test_bad_arguments(tiny_dataset, tmp_path):
     with pytest.raises(InputError, match="gene_sampling"):
         GeneVideoDataset(tiny_dataset, gene_sampling="often")
+    with pytest.raises(InputError, match="slice_draw"):
+        GeneVideoDataset(tiny_dataset, slice_draw="first")
     with pytest.raises(InputError, match="not found"):
         GeneVideoDataset(tmp_path / "missing")
     with pytest.raises(InputError, match="genes not in the dataset"):

@@ -15,6 +15,8 @@ from ..utils import get_logger
 from .meta import MASKS_NAME, DatasetMeta, dataset_file
 from .units import gene_scales, model_units, to_model_units, zero_level
 
+SLICE_DRAW = ("random", "aligned")  # how a visit picks each time point's slice
+
 logger = get_logger("videogene.data.stream")
 
 
@@ -212,7 +214,11 @@ class GeneVideoDataset(_torch_iterable_base()):
     Genes are split disjointly across processes (``rank``/``world_size``; default from
     torch.distributed, or accelerate's ``PartialState`` if set up) with
     ``datasets.distributed.split_dataset_by_node`` and across DataLoader workers. At every
-    visit of a gene one slice per time point is drawn at random. All randomness comes from
+    visit of a gene one slice per time point is drawn at random (``slice_draw="random"``), or
+    one position per visit shared by every time point (``"aligned"``: the day's slices in
+    dataset order, the position scaled to each day's count, so the first slices of every day
+    form one video, the in-filling reference slices; for atlases whose sections of the same
+    position correspond across days, as in the synthetic atlas). All randomness comes from
     ``(seed, epoch, rank, worker)``; ``set_epoch`` before each epoch.
 
     ``gene_sampling="nnz"`` emits each gene a random number of times with mean
@@ -234,10 +240,12 @@ class GeneVideoDataset(_torch_iterable_base()):
                  sampling_alpha: float = 0.5, rate_clip: tuple[float, float] = (0.25, 4.0),
                  holdout_timepoints: Sequence[float] | None = None, include_holdout: bool = False,
                  infinite: bool = True, rank: int | None = None, world_size: int | None = None,
-                 read_batch: int = 32, context_video: bool = False):
+                 read_batch: int = 32, context_video: bool = False, slice_draw: str = "random"):
         super().__init__()
         if gene_sampling not in ("uniform", "nnz"):
             raise InputError(f"gene_sampling: expected 'uniform' or 'nnz', got {gene_sampling!r}")
+        if slice_draw not in SLICE_DRAW:
+            raise InputError(f"slice_draw: expected one of {', '.join(SLICE_DRAW)}, got {slice_draw!r}")
         if not rate_clip[0] > 0 or rate_clip[1] < rate_clip[0]:
             raise InputError(f"rate_clip: expected 0 < low <= high, got {rate_clip}")
         self.source = str(path_or_hub_id)
@@ -250,6 +258,7 @@ class GeneVideoDataset(_torch_iterable_base()):
         self.rank, self.world_size = rank, world_size
         self.read_batch = int(read_batch)
         self.context_video = bool(context_video)
+        self.slice_draw = slice_draw
         self.epoch = 0
 
         m = self.meta
@@ -360,6 +369,7 @@ class GeneVideoDataset(_torch_iterable_base()):
         present = np.zeros(n_f, dtype=bool)
         context = np.full_like(video, self.zero_level) if self.context_video else None
         frames = self.slice_frame[sidx] if len(sidx) else np.zeros(0, dtype=int)
+        position = rng.random() if self.slice_draw == "aligned" else None
         for f in range(n_f):
             if not self.include_holdout and (
                     self._holdout_frames[f]
@@ -368,7 +378,12 @@ class GeneVideoDataset(_torch_iterable_base()):
             cand = np.flatnonzero(frames == f)
             if cand.size == 0:
                 continue
-            k = int(cand[rng.integers(cand.size)]) if cand.size > 1 else int(cand[0])
+            if cand.size == 1:
+                k = int(cand[0])
+            elif position is None:
+                k = int(cand[rng.integers(cand.size)])
+            else:
+                k = int(cand[np.argsort(sidx[cand], kind="stable")][int(position * cand.size)])
             s = int(sidx[k])
             canvas = np.zeros(res * res, dtype=np.float32)
             canvas[idx[k]] = vals[k]
