@@ -215,11 +215,11 @@ class GeneVideoDataset(_torch_iterable_base()):
     torch.distributed, or accelerate's ``PartialState`` if set up) with
     ``datasets.distributed.split_dataset_by_node`` and across DataLoader workers. At every
     visit of a gene one slice per time point is drawn at random (``slice_draw="random"``), or
-    one position per visit shared by every time point (``"aligned"``: the day's slices in
-    dataset order, the position scaled to each day's count, so the first slices of every day
-    form one video, the in-filling reference slices; for atlases whose sections of the same
-    position correspond across days, as in the synthetic atlas). All randomness comes from
-    ``(seed, epoch, rank, worker)``; ``set_epoch`` before each epoch.
+    one position per visit shared by every time point (``"aligned"``: the day's slices that
+    store the gene, in dataset order, the position scaled to their count, so the first slices
+    of every day form one video, the in-filling reference slices; for atlases whose sections of
+    the same position correspond across days, as in the synthetic atlas). All randomness comes
+    from ``(seed, epoch, rank, worker)``; ``set_epoch`` before each epoch.
 
     ``gene_sampling="nnz"`` emits each gene a random number of times with mean
     ``rate = clip((nnz_fraction / mean nnz_fraction) ** sampling_alpha, *rate_clip)`` and
