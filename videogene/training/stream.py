@@ -41,7 +41,7 @@ def build_dataset(cfg: TrainConfig, dataset_dir: Path, *, rank: int = 0, world_s
     model_cfg = preset_config(cfg.model.preset, **cfg.model.overrides())
 
     holdout = cfg.data.holdout_timepoints
-    ds = GeneVideoDataset(
+    return GeneVideoDataset(
         dataset_dir, seed=cfg.seed if seed is None else seed, rank=rank, world_size=world_size,
         gene_sampling=gene_sampling or cfg.data.gene_sampling, shuffle_buffer=cfg.data.shuffle_buffer,
         holdout_timepoints=None if holdout is None else list(holdout),
@@ -49,11 +49,6 @@ def build_dataset(cfg: TrainConfig, dataset_dir: Path, *, rank: int = 0, world_s
         context_video=model_cfg.get("context_source", "slice") == "timepoint_mean",
         slice_draw=cfg.data.slice_draw,
     )
-    if seed is None:  # the training stream (validation passes its own seed)
-        logger.info("training videos: %s slice per time point (data.slice_draw=%s)",
-                    "one position's" if ds.slice_draw == "aligned" else "a random",
-                    cfg.data.slice_draw)
-    return ds
 
 
 def build_loader(dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
