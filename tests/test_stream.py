@@ -110,7 +110,7 @@ def _drawn_ranks(ex, meta, masks) -> list[int]:
     return ranks
 
 
-@pytest.mark.parametrize("slice_draw", ["random", "aligned"])
+@pytest.mark.parametrize("slice_draw", ["random", "aligned", "context_aligned"])
 def test_slice_draw(tiny_dataset, slice_draw):
     from videogene.data.stream import SLICE_DRAW
     from videogene.training.config import SLICE_DRAW as CONFIG_CHOICES
@@ -129,6 +129,15 @@ def test_slice_draw(tiny_dataset, slice_draw):
         assert {r[0] for r in ranks} == {0, 1}
     else:  # 4 days x 2 slices: a video of one position is 1 in 8
         assert sum(one_position) < len(ranks) / 2
+    if slice_draw == "context_aligned":  # video as with "random", plus an aligned twin
+        assert _signature(examples) == _signature(
+            _epoch(GeneVideoDataset(tiny_dataset, infinite=False, seed=5, slice_draw="random")))
+        twins = [{"video": ex["video_aligned"], "tissue_mask": ex["tissue_mask_aligned"],
+                  "frame_present": ex["frame_present"]} for ex in examples]
+        assert all(len(set(_drawn_ranks(t, meta, masks))) == 1 for t in twins)
+        assert {_drawn_ranks(t, meta, masks)[0] for t in twins} == {0, 1}
+    else:
+        assert "video_aligned" not in examples[0]
     again = _epoch(GeneVideoDataset(tiny_dataset, infinite=False, seed=5, slice_draw=slice_draw))
     assert _signature(again) == _signature(examples)
     # the training config's data.slice_draw reaches the stream

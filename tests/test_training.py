@@ -452,6 +452,46 @@ def test_diffusion_loss_scores_only_non_context_frames():
     torch.testing.assert_close(calls[2]["context_mask"], cmask)
 
 
+def test_diffusion_loss_context_examples_take_the_aligned_twin():
+    """slice_draw "context_aligned": the examples given context are noised, scored and
+    conditioned on ``video_aligned`` (and its masks); the gene-only ones on ``video``."""
+    from videogene.models import model_from_preset
+    from videogene.training.diffusion import diffusion_loss
+
+    torch.manual_seed(0)
+    model = model_from_preset("tiny", 4, 16, context_channels=True)
+    b, f = 8, 4
+    batch = _loss_batch(b, f)
+    twin = dict(batch, video_aligned=torch.rand(b, f, 1, 16, 16) * 2 - 1,
+                tissue_mask_aligned=(torch.rand(b, f, 1, 16, 16) > 0.5).float())
+    dcfg = load_config(None, ["diffusion.context_none_prob=0.5"]).diffusion
+    calls = []
+
+    def spy(*args, **kw):
+        calls.append(dict(kw, args=args))
+        return model(*args, **kw)
+    for bt in (batch, twin):
+        diffusion_loss(spy, make_noise_scheduler(dcfg), bt, dcfg,
+                       generator=torch.Generator().manual_seed(3), null_gene_id=4, context=True)
+    plain, aligned = calls
+    with_ctx = plain["context_mask"].any(dim=1)
+    assert 0 < with_ctx.sum() < b
+    torch.testing.assert_close(aligned["context_mask"], plain["context_mask"])
+    want = torch.where(with_ctx[:, None, None, None, None], twin["video_aligned"],
+                       batch["video"]).transpose(1, 2)
+    torch.testing.assert_close(aligned["context"], want)
+    want_mask = torch.where(with_ctx[:, None, None, None, None], twin["tissue_mask_aligned"],
+                            batch["tissue_mask"]).transpose(1, 2)
+    torch.testing.assert_close(aligned["tissue_mask"], want_mask)
+    # the noisy input of the gene-only examples is unchanged, that of the others is not
+    same = (aligned["args"][0] == plain["args"][0]).flatten(1).all(dim=1)
+    assert torch.equal(same, ~with_ctx)
+    # a model without context channels never looks at the twin
+    diffusion_loss(spy, make_noise_scheduler(dcfg), twin, dcfg,
+                   generator=torch.Generator().manual_seed(3), null_gene_id=4)
+    torch.testing.assert_close(calls[2]["tissue_mask"], batch["tissue_mask"].transpose(1, 2))
+
+
 # ------------------------------------------------------------------ parametrisation, device draws
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_noise_and_target_follows_the_scheduler_config(prediction_type):

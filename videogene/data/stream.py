@@ -15,7 +15,7 @@ from ..utils import get_logger
 from .meta import MASKS_NAME, DatasetMeta, dataset_file
 from .units import gene_scales, model_units, to_model_units, zero_level
 
-SLICE_DRAW = ("random", "aligned")  # how a visit picks each time point's slice
+SLICE_DRAW = ("random", "aligned", "context_aligned")  # how a visit picks each time point's slice
 
 logger = get_logger("videogene.data.stream")
 
@@ -201,6 +201,18 @@ def _torch_iterable_base():
     return torch.utils.data.IterableDataset
 
 
+def _pick(cand: np.ndarray, sidx: np.ndarray, position: float | None,
+          rng: np.random.Generator) -> int:
+    """Row position of the slice a visit shows for one day: one of ``cand`` at random
+    (``position`` None) or the one at ``position`` in [0, 1) of the day's stored slices in
+    dataset order."""
+    if cand.size == 1:
+        return int(cand[0])
+    if position is None:
+        return int(cand[rng.integers(cand.size)])
+    return int(cand[np.argsort(sidx[cand], kind="stable")][int(position * cand.size)])
+
+
 class GeneVideoDataset(_torch_iterable_base()):
     """Gene videos for training: a torch ``IterableDataset`` over a prepared dataset.
 
@@ -218,7 +230,10 @@ class GeneVideoDataset(_torch_iterable_base()):
     one position per visit shared by every time point (``"aligned"``: the day's slices that
     store the gene, in dataset order, the position scaled to their count, so the first slices
     of every day form one video, the in-filling reference slices; for atlases whose sections of
-    the same position correspond across days, as in the synthetic atlas). All randomness comes
+    the same position correspond across days, as in the synthetic atlas), or both
+    (``"context_aligned"``: ``video``/``tissue_mask`` from the random draw, as with ``"random"``,
+    plus ``video_aligned``/``tissue_mask_aligned`` from an aligned one, which the training loop
+    uses for the examples it gives clean context). All randomness comes
     from ``(seed, epoch, rank, worker)``; ``set_epoch`` before each epoch.
 
     ``gene_sampling="nnz"`` emits each gene a random number of times with mean
@@ -358,7 +373,8 @@ class GeneVideoDataset(_torch_iterable_base()):
         rng.shuffle(buf)
         yield from buf
 
-    def _example(self, row, weight: float, rng: np.random.Generator) -> dict:
+    def _example(self, row, weight: float, rng: np.random.Generator,
+                 twin_rng: np.random.Generator | None = None) -> dict:
         import torch
 
         gid, gene, nnz, sidx, idx, vals = row
@@ -370,6 +386,7 @@ class GeneVideoDataset(_torch_iterable_base()):
         context = np.full_like(video, self.zero_level) if self.context_video else None
         frames = self.slice_frame[sidx] if len(sidx) else np.zeros(0, dtype=int)
         position = rng.random() if self.slice_draw == "aligned" else None
+        days = []  # (frame, row positions of its stored slices) for the frames that train
         for f in range(n_f):
             if not self.include_holdout and (
                     self._holdout_frames[f]
@@ -378,21 +395,22 @@ class GeneVideoDataset(_torch_iterable_base()):
             cand = np.flatnonzero(frames == f)
             if cand.size == 0:
                 continue
-            if cand.size == 1:
-                k = int(cand[0])
-            elif position is None:
-                k = int(cand[rng.integers(cand.size)])
-            else:
-                k = int(cand[np.argsort(sidx[cand], kind="stable")][int(position * cand.size)])
-            s = int(sidx[k])
-            canvas = np.zeros(res * res, dtype=np.float32)
-            canvas[idx[k]] = vals[k]
-            video[f] = to_model_units(canvas, scale, self.units)
-            mask[f] = self._masks_f[s]
+            days.append((f, cand))
+            k = _pick(cand, sidx, position, rng)
+            video[f], mask[f] = self._frame(sidx[k], idx[k], vals[k], scale)
             present[f] = True
             if context is not None:
                 context[f] = to_model_units(self._day_image(f, sidx[cand], cand, idx, vals) * mask[f],
                                             scale, self.units)
+        if self.slice_draw == "context_aligned":
+            # the aligned twin, from its own generator so that video is the same as with
+            # "random"; the training loop uses it for the examples that get clean context
+            aligned = np.full_like(video, self.zero_level)
+            aligned_mask = np.zeros_like(mask)
+            position = twin_rng.random()
+            for f, cand in days:
+                k = _pick(cand, sidx, position, twin_rng)
+                aligned[f], aligned_mask[f] = self._frame(sidx[k], idx[k], vals[k], scale)
         out = {
             "video": torch.from_numpy(video.reshape(n_f, 1, res, res)),
             "tissue_mask": torch.from_numpy(mask.reshape(n_f, 1, res, res)),
@@ -404,7 +422,16 @@ class GeneVideoDataset(_torch_iterable_base()):
         }
         if context is not None:
             out["context_video"] = torch.from_numpy(context.reshape(n_f, 1, res, res))
+        if self.slice_draw == "context_aligned":
+            out["video_aligned"] = torch.from_numpy(aligned.reshape(n_f, 1, res, res))
+            out["tissue_mask_aligned"] = torch.from_numpy(aligned_mask.reshape(n_f, 1, res, res))
         return out
+
+    def _frame(self, s: int, idx, vals, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """One stored slice's canvas in model units and its tissue mask, both flat ``(H * W,)``."""
+        canvas = np.zeros(self.resolution ** 2, dtype=np.float32)
+        canvas[idx] = vals
+        return to_model_units(canvas, scale, self.units), self._masks_f[int(s)]
 
     def _day_image(self, f: int, slices, cand, idx, vals) -> np.ndarray:
         """Frame ``f``'s day image from the row's stored slices of that day (dataset indices
@@ -420,6 +447,7 @@ class GeneVideoDataset(_torch_iterable_base()):
 
     def _iter_epoch(self, epoch: int, rank: int, world: int, wid: int, nw: int):
         rng = np.random.default_rng([self.seed, epoch, rank, wid])
+        twin_rng = np.random.default_rng([self.seed, epoch, rank, wid, 2])
         mix: list = []
         mix_size = 32 if (self.shuffle and self.gene_sampling == "nnz") else 0
         for row in self._rows(epoch, rank, world, wid, nw):
@@ -433,14 +461,14 @@ class GeneVideoDataset(_torch_iterable_base()):
                         j = int(rng.integers(len(mix)))
                         mix[j], mix[-1] = mix[-1], mix[j]
                         r, w = mix.pop()
-                        yield self._example(r, w, rng)
+                        yield self._example(r, w, rng, twin_rng)
                 else:
-                    yield self._example(row, weight, rng)
+                    yield self._example(row, weight, rng, twin_rng)
         while mix:
             j = int(rng.integers(len(mix)))
             mix[j], mix[-1] = mix[-1], mix[j]
             r, w = mix.pop()
-            yield self._example(r, w, rng)
+            yield self._example(r, w, rng, twin_rng)
 
     def __iter__(self):
         rank, world, wid, nw = self._node()

@@ -27,7 +27,7 @@ from ..errors import InputError
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 GENE_SAMPLING = ("uniform", "nnz")
-SLICE_DRAW = ("random", "aligned")  # videogene.data.stream.SLICE_DRAW
+SLICE_DRAW = ("random", "aligned", "context_aligned")  # videogene.data.stream.SLICE_DRAW
 GENE_EMBEDDING_INITS = ("random", "data")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 LOSS_WEIGHTINGS = ("min_snr", "edm")
@@ -54,7 +54,8 @@ class DataConfig:
     holdout_timepoints: tuple[float, ...] | None = None  # added to the dataset meta's hold-out
     gene_sampling: str = "uniform"  # "uniform" or "nnz" (sample genes by non-zero fraction)
     shuffle_buffer: int = 256
-    slice_draw: str = "random"  # "random" (a slice per time point) or "aligned" (one position for all)
+    slice_draw: str = "random"  # "random" (a slice per time point), "aligned" (one position for
+    # all) or "context_aligned" (aligned for the examples given clean context, random otherwise)
 
     def __post_init__(self) -> None:
         _check_choice("data.", "gene_sampling", self.gene_sampling, GENE_SAMPLING)
