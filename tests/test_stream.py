@@ -74,26 +74,35 @@ def test_video_matches_canvases(tiny_dataset):
             assert any(np.allclose(x[fi][c > 0], c[c > 0], atol=1e-4) for c in cands)
 
 
-def test_context_video_is_the_day_mean_on_the_drawn_slice(tiny_dataset):
+@pytest.mark.parametrize("slice_draw", ["random", "context_aligned"])
+def test_context_video_is_the_day_mean_on_the_drawn_slice(tiny_dataset, slice_draw):
     from videogene.data.holdout import slices_by_timepoint, timepoint_image
 
     meta, masks = load_metadata(tiny_dataset), load_masks(tiny_dataset).astype(bool)
     canv = dict(read_gene_canvases(tiny_dataset))
     by_t = slices_by_timepoint(meta)
-    plain = GeneVideoDataset(tiny_dataset, infinite=False, seed=3)
-    day = GeneVideoDataset(tiny_dataset, infinite=False, seed=3, context_video=True)
+    plain = GeneVideoDataset(tiny_dataset, infinite=False, seed=3, slice_draw=slice_draw)
+    day = GeneVideoDataset(tiny_dataset, infinite=False, seed=3, context_video=True,
+                           slice_draw=slice_draw)
     assert "context_video" not in next(iter(plain))
+    # with "context_aligned" the aligned twin has its own day images, on the twin's masks
+    views = [("video", "tissue_mask", "context_video")]
+    if slice_draw == "context_aligned":
+        views.append(("video_aligned", "tissue_mask_aligned", "context_video_aligned"))
+    else:
+        assert "context_video_aligned" not in next(iter(day))
     for a, ex in itertools.islice(zip(plain, day, strict=True), 8):
-        torch.testing.assert_close(a["video"], ex["video"])  # the same draws
         gene = meta["genes"][int(ex["gene_id"])]
         scale = units.gene_scales(meta, [gene])[0]
-        got = units.to_expression(ex["context_video"][:, 0].numpy(), scale, meta)
-        for fi, t in enumerate(meta["timepoints"]):
-            drawn = ex["tissue_mask"][fi, 0].numpy() > 0
-            assert len(by_t[t]) > 1 and drawn.any()
-            want = np.minimum(np.where(drawn, timepoint_image(canv[gene], masks, by_t[t])[0], 0),
-                              scale)
-            np.testing.assert_allclose(got[fi], want, atol=1e-4)
+        for video, tissue, context in views:
+            torch.testing.assert_close(a[video], ex[video])  # the same draws
+            got = units.to_expression(ex[context][:, 0].numpy(), scale, meta)
+            for fi, t in enumerate(meta["timepoints"]):
+                drawn = ex[tissue][fi, 0].numpy() > 0
+                assert len(by_t[t]) > 1 and drawn.any()
+                want = np.minimum(np.where(drawn, timepoint_image(canv[gene], masks, by_t[t])[0],
+                                           0), scale)
+                np.testing.assert_allclose(got[fi], want, atol=1e-4)
 
 
 def _drawn_ranks(ex, meta, masks) -> list[int]:

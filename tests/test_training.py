@@ -486,6 +486,14 @@ def test_diffusion_loss_context_examples_take_the_aligned_twin():
     # the noisy input of the gene-only examples is unchanged, that of the others is not
     same = (aligned["args"][0] == plain["args"][0]).flatten(1).all(dim=1)
     assert torch.equal(same, ~with_ctx)
+    # a day-mean model's context (context_source "timepoint_mean") switches with the video
+    day = dict(twin, context_video=torch.rand(b, f, 1, 16, 16),
+               context_video_aligned=torch.rand(b, f, 1, 16, 16))
+    diffusion_loss(spy, make_noise_scheduler(dcfg), day, dcfg,
+                   generator=torch.Generator().manual_seed(3), null_gene_id=4, context=True)
+    want = torch.where(with_ctx[:, None, None, None, None], day["context_video_aligned"],
+                       day["context_video"]).transpose(1, 2)
+    torch.testing.assert_close(calls.pop()["context"], want)
     # a model without context channels never looks at the twin
     diffusion_loss(spy, make_noise_scheduler(dcfg), twin, dcfg,
                    generator=torch.Generator().manual_seed(3), null_gene_id=4)

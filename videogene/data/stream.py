@@ -232,8 +232,9 @@ class GeneVideoDataset(_torch_iterable_base()):
     of every day form one video, the in-filling reference slices; for atlases whose sections of
     the same position correspond across days, as in the synthetic atlas), or both
     (``"context_aligned"``: ``video``/``tissue_mask`` from the random draw, as with ``"random"``,
-    plus ``video_aligned``/``tissue_mask_aligned`` from an aligned one, which the training loop
-    uses for the examples it gives clean context). All randomness comes
+    plus ``video_aligned``/``tissue_mask_aligned`` (and ``context_video_aligned``) from an
+    aligned one, which the training loop uses for the examples it gives clean context). All
+    randomness comes
     from ``(seed, epoch, rank, worker)``; ``set_epoch`` before each epoch.
 
     ``gene_sampling="nnz"`` emits each gene a random number of times with mean
@@ -407,10 +408,15 @@ class GeneVideoDataset(_torch_iterable_base()):
             # "random"; the training loop uses it for the examples that get clean context
             aligned = np.full_like(video, self.zero_level)
             aligned_mask = np.zeros_like(mask)
+            aligned_context = np.full_like(video, self.zero_level) if context is not None else None
             position = twin_rng.random()
             for f, cand in days:
                 k = _pick(cand, sidx, position, twin_rng)
                 aligned[f], aligned_mask[f] = self._frame(sidx[k], idx[k], vals[k], scale)
+                if aligned_context is not None:
+                    aligned_context[f] = to_model_units(
+                        self._day_image(f, sidx[cand], cand, idx, vals) * aligned_mask[f],
+                        scale, self.units)
         out = {
             "video": torch.from_numpy(video.reshape(n_f, 1, res, res)),
             "tissue_mask": torch.from_numpy(mask.reshape(n_f, 1, res, res)),
@@ -425,6 +431,9 @@ class GeneVideoDataset(_torch_iterable_base()):
         if self.slice_draw == "context_aligned":
             out["video_aligned"] = torch.from_numpy(aligned.reshape(n_f, 1, res, res))
             out["tissue_mask_aligned"] = torch.from_numpy(aligned_mask.reshape(n_f, 1, res, res))
+            if aligned_context is not None:
+                out["context_video_aligned"] = torch.from_numpy(
+                    aligned_context.reshape(n_f, 1, res, res))
         return out
 
     def _frame(self, s: int, idx, vals, scale: float) -> tuple[np.ndarray, np.ndarray]:

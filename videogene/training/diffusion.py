@@ -254,7 +254,8 @@ def generator_on(generator: torch.Generator, device: torch.device | str) -> torc
 def batch_to_model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Stream batch -> model layout: ``x0 (b, 1, f, h, w)``, ``tissue_mask (b, 1, f, h, w)``
     and, when the stream has them, ``context (b, 1, f, h, w)`` (the frames in-filling is given)
-    and the aligned draw's ``x0_aligned``/``tissue_mask_aligned`` (``slice_draw="context_aligned"``)."""
+    and the aligned draw's ``x0_aligned``/``tissue_mask_aligned`` (and ``context_aligned``;
+    ``slice_draw="context_aligned"``)."""
     out = {
         "x0": rearrange(batch["video"], "b f c h w -> b c f h w").float(),
         "tissue_mask": rearrange(batch["tissue_mask"], "b f c h w -> b c f h w").float(),
@@ -269,6 +270,9 @@ def batch_to_model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Ten
         out["x0_aligned"] = rearrange(batch["video_aligned"], "b f c h w -> b c f h w").float()
         out["tissue_mask_aligned"] = rearrange(batch["tissue_mask_aligned"],
                                                "b f c h w -> b c f h w").float()
+    if "context_video_aligned" in batch:
+        out["context_aligned"] = rearrange(batch["context_video_aligned"],
+                                           "b f c h w -> b c f h w").float()
     return out
 
 
@@ -307,6 +311,8 @@ def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tenso
         with_ctx = ctx_mask.any(dim=1)[:, None, None, None, None]  # (b, 1, 1, 1, 1)
         x0 = torch.where(with_ctx, inp["x0_aligned"], x0)
         inp["tissue_mask"] = torch.where(with_ctx, inp["tissue_mask_aligned"], inp["tissue_mask"])
+        if "context" in inp:  # a day-mean model's context, on the aligned draw's masks
+            inp["context"] = torch.where(with_ctx, inp["context_aligned"], inp["context"])
     gene_ids = torch.where(draws.drop_gene, torch.full_like(inp["gene_id"], null_gene_id),
                            inp["gene_id"])
     # 2.-3. forward diffusion and target
