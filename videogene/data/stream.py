@@ -234,8 +234,7 @@ class GeneVideoDataset(_torch_iterable_base()):
     (``"context_aligned"``: ``video``/``tissue_mask`` from the random draw, as with ``"random"``,
     plus ``video_aligned``/``tissue_mask_aligned`` (and ``context_video_aligned``) from an
     aligned one, which the training loop uses for the examples it gives clean context). All
-    randomness comes
-    from ``(seed, epoch, rank, worker)``; ``set_epoch`` before each epoch.
+    randomness comes from ``(seed, epoch, rank, worker)``; ``set_epoch`` before each epoch.
 
     ``gene_sampling="nnz"`` emits each gene a random number of times with mean
     ``rate = clip((nnz_fraction / mean nnz_fraction) ** sampling_alpha, *rate_clip)`` and
