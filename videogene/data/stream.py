@@ -379,13 +379,8 @@ class GeneVideoDataset(_torch_iterable_base()):
 
         gid, gene, nnz, sidx, idx, vals = row
         n_f, res = len(self.timepoints), self.resolution
-        video = np.full((n_f, res * res), self.zero_level, dtype=np.float32)
         scale = self.gene_scale[gid]
-        mask = np.zeros((n_f, res * res), dtype=np.float32)
-        present = np.zeros(n_f, dtype=bool)
-        context = np.full_like(video, self.zero_level) if self.context_video else None
         frames = self.slice_frame[sidx] if len(sidx) else np.zeros(0, dtype=int)
-        position = rng.random() if self.slice_draw == "aligned" else None
         days = []  # (frame, row positions of its stored slices) for the frames that train
         for f in range(n_f):
             if not self.include_holdout and (
@@ -393,46 +388,50 @@ class GeneVideoDataset(_torch_iterable_base()):
                     or (gene, round(float(self.timepoints[f]), 6)) in self._holdout_pairs):
                 continue
             cand = np.flatnonzero(frames == f)
-            if cand.size == 0:
-                continue
-            days.append((f, cand))
-            k = _pick(cand, sidx, position, rng)
-            video[f], mask[f] = self._frame(sidx[k], idx[k], vals[k], scale)
-            present[f] = True
-            if context is not None:
-                context[f] = to_model_units(self._day_image(f, sidx[cand], cand, idx, vals) * mask[f],
-                                            scale, self.units)
+            if cand.size:
+                days.append((f, cand))
+        present = np.zeros(n_f, dtype=bool)
+        present[[f for f, _ in days]] = True
+        # the day images do not depend on the draw: one per frame, masked per draw
+        day_images = ({f: self._day_image(f, sidx[cand], cand, idx, vals) for f, cand in days}
+                      if self.context_video else None)
+        position = rng.random() if self.slice_draw == "aligned" else None
+        draws = {"": self._draw(row, days, scale, position, rng, day_images)}
         if self.slice_draw == "context_aligned":
             # the aligned twin, from its own generator so that video is the same as with
             # "random"; the training loop uses it for the examples that get clean context
-            aligned = np.full_like(video, self.zero_level)
-            aligned_mask = np.zeros_like(mask)
-            aligned_context = np.full_like(video, self.zero_level) if context is not None else None
-            position = twin_rng.random()
-            for f, cand in days:
-                k = _pick(cand, sidx, position, twin_rng)
-                aligned[f], aligned_mask[f] = self._frame(sidx[k], idx[k], vals[k], scale)
-                if aligned_context is not None:
-                    aligned_context[f] = to_model_units(
-                        self._day_image(f, sidx[cand], cand, idx, vals) * aligned_mask[f],
-                        scale, self.units)
+            draws["_aligned"] = self._draw(row, days, scale, twin_rng.random(), twin_rng,
+                                           day_images)
         out = {
-            "video": torch.from_numpy(video.reshape(n_f, 1, res, res)),
-            "tissue_mask": torch.from_numpy(mask.reshape(n_f, 1, res, res)),
             "frame_times": torch.from_numpy(self.timepoints.copy()),
             "frame_present": torch.from_numpy(present),
             "gene_id": torch.tensor(gid, dtype=torch.int64),
             "nnz_fraction": torch.tensor(nnz, dtype=torch.float32),
             "sample_weight": torch.tensor(weight, dtype=torch.float32),
         }
+        for suffix, arrays in draws.items():
+            for key, a in arrays.items():
+                out[key + suffix] = torch.from_numpy(a.reshape(n_f, 1, res, res))
+        return out
+
+    def _draw(self, row, days, scale: float, position: float | None, rng: np.random.Generator,
+              day_images: dict | None) -> dict[str, np.ndarray]:
+        """One draw of a visit's slices (:func:`_pick` per day in ``days``): ``video``,
+        ``tissue_mask`` and, with ``day_images``, ``context_video`` (each day image on the drawn
+        slice's mask), flat ``(F, H * W)``, the frames not in ``days`` at zero expression."""
+        _, _, _, sidx, idx, vals = row
+        n_f = len(self.timepoints)
+        video = np.full((n_f, self.resolution ** 2), self.zero_level, dtype=np.float32)
+        mask = np.zeros_like(video)
+        context = np.full_like(video, self.zero_level) if day_images is not None else None
+        for f, cand in days:
+            k = _pick(cand, sidx, position, rng)
+            video[f], mask[f] = self._frame(sidx[k], idx[k], vals[k], scale)
+            if context is not None:
+                context[f] = to_model_units(day_images[f] * mask[f], scale, self.units)
+        out = {"video": video, "tissue_mask": mask}
         if context is not None:
-            out["context_video"] = torch.from_numpy(context.reshape(n_f, 1, res, res))
-        if self.slice_draw == "context_aligned":
-            out["video_aligned"] = torch.from_numpy(aligned.reshape(n_f, 1, res, res))
-            out["tissue_mask_aligned"] = torch.from_numpy(aligned_mask.reshape(n_f, 1, res, res))
-            if aligned_context is not None:
-                out["context_video_aligned"] = torch.from_numpy(
-                    aligned_context.reshape(n_f, 1, res, res))
+            out["context_video"] = context
         return out
 
     def _frame(self, s: int, idx, vals, scale: float) -> tuple[np.ndarray, np.ndarray]:
