@@ -88,6 +88,7 @@ def test_unknown_key_in_yaml(tmp_path):
     ("mixed_precision=fp8", "mixed_precision"),
     ("data.gene_sampling=rare", "gene_sampling"),
     ("data.slice_draw=first", "slice_draw"),
+    ("data.nonspatial_rate=1.5", "nonspatial_rate"),
     ("diffusion.prediction_type=x0", "prediction_type"),
     ("max_steps=0", ">= 1"),
     ("push_to_hub=true", "hub_model_id"),

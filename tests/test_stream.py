@@ -271,6 +271,45 @@ def test_nnz_sampling_is_unbiased(tiny_dataset):
     assert all(float(e["sample_weight"]) == 1.0 for e in uniform)
 
 
+def test_spatial_sampling_visits_the_spatially_variable_genes(tiny_dataset, tmp_path):
+    import json
+    import shutil
+
+    from videogene.data.stream import GENE_SAMPLING
+    from videogene.training.config import GENE_SAMPLING as CONFIG_CHOICES
+
+    assert CONFIG_CHOICES == GENE_SAMPLING
+    meta = load_metadata(tiny_dataset)
+    flags = np.asarray(meta["spatially_variable"], dtype=bool)
+    assert flags.any() and not flags.all()  # the tiny atlas has both kinds
+    n, epochs = len(flags), 16
+    emitted = np.zeros(n)
+    ds = GeneVideoDataset(tiny_dataset, gene_sampling="spatial", nonspatial_rate=0.25,
+                          infinite=False, seed=3)
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for ex in ds:
+            emitted[int(ex["gene_id"])] += 1
+            assert float(ex["sample_weight"]) == 1.0
+    assert (emitted[flags] == epochs).all()  # every spatial gene once per epoch
+    share = emitted[~flags].sum() / (epochs * (~flags).sum())
+    assert 0.1 < share < 0.45  # the others at about nonspatial_rate
+    ds1 = GeneVideoDataset(tiny_dataset, gene_sampling="spatial", nonspatial_rate=1.0,
+                           infinite=False, seed=3)
+    assert sorted(int(e["gene_id"]) for e in _epoch(ds1)) == list(range(n))
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dataset, old)
+    meta_path = old / "videogene_meta.json"
+    raw = json.loads(meta_path.read_text())
+    raw.pop("spatially_variable")
+    meta_path.write_text(json.dumps(raw))
+    with pytest.raises(InputError, match="old: gene_sampling 'spatial' needs .*videogene prepare"):
+        GeneVideoDataset(old, gene_sampling="spatial")
+    with pytest.raises(InputError, match="nonspatial_rate"):
+        GeneVideoDataset(tiny_dataset, gene_sampling="spatial", nonspatial_rate=0)
+
+
 def test_bad_arguments(tiny_dataset, tmp_path):
     with pytest.raises(InputError, match="gene_sampling"):
         GeneVideoDataset(tiny_dataset, gene_sampling="often")

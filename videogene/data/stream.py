@@ -16,6 +16,7 @@ from .meta import MASKS_NAME, DatasetMeta, dataset_file
 from .units import gene_scales, model_units, to_model_units, zero_level
 
 SLICE_DRAW = ("random", "aligned", "context_aligned")  # how a visit picks each time point's slice
+GENE_SAMPLING = ("uniform", "nnz", "spatial")  # how often an epoch visits each gene
 
 logger = get_logger("videogene.data.stream")
 
@@ -239,7 +240,11 @@ class GeneVideoDataset(_torch_iterable_base()):
     ``gene_sampling="nnz"`` emits each gene a random number of times with mean
     ``rate = clip((nnz_fraction / mean nnz_fraction) ** sampling_alpha, *rate_clip)`` and
     ``sample_weight = 1 / rate``, so weighted losses stay unbiased while dense genes are
-    seen more often; ``"uniform"`` emits each gene once with weight 1.
+    seen more often; ``"uniform"`` emits each gene once with weight 1; ``"spatial"`` emits the
+    dataset's spatially variable genes (``meta["spatially_variable"]``, flagged by ``videogene
+    prepare`` from the training slices) once and every other gene with probability
+    ``nonspatial_rate``, all with weight 1, so the objective, not only the visits, moves to the
+    genes with a layout to learn.
     Frames of the dataset's recorded hold-out (``meta["holdout"]``) and of
     ``holdout_timepoints`` (added to it) are marked absent unless ``include_holdout=True``.
     ``infinite=True`` keeps going epoch after epoch (epoch, epoch + 1, ...).
@@ -253,22 +258,27 @@ class GeneVideoDataset(_torch_iterable_base()):
     def __init__(self, path_or_hub_id: str | Path, *, seed: int = 0, shuffle: bool = True,
                  shuffle_buffer: int = 256, gene_sampling: str = "uniform",
                  sampling_alpha: float = 0.5, rate_clip: tuple[float, float] = (0.25, 4.0),
+                 nonspatial_rate: float = 0.25,
                  holdout_timepoints: Sequence[float] | None = None, include_holdout: bool = False,
                  infinite: bool = True, rank: int | None = None, world_size: int | None = None,
                  read_batch: int = 32, context_video: bool = False, slice_draw: str = "random"):
         super().__init__()
-        if gene_sampling not in ("uniform", "nnz"):
-            raise InputError(f"gene_sampling: expected 'uniform' or 'nnz', got {gene_sampling!r}")
+        if gene_sampling not in GENE_SAMPLING:
+            raise InputError(f"gene_sampling: expected one of {', '.join(GENE_SAMPLING)}, "
+                             f"got {gene_sampling!r}")
         if slice_draw not in SLICE_DRAW:
             raise InputError(f"slice_draw: expected one of {', '.join(SLICE_DRAW)}, got {slice_draw!r}")
         if not rate_clip[0] > 0 or rate_clip[1] < rate_clip[0]:
             raise InputError(f"rate_clip: expected 0 < low <= high, got {rate_clip}")
+        if not 0 < nonspatial_rate <= 1:
+            raise InputError(f"nonspatial_rate: expected 0 < rate <= 1, got {nonspatial_rate}")
         self.source = str(path_or_hub_id)
         self.meta = load_metadata(self.source)
         self.masks = load_masks(self.source)
         self.seed, self.shuffle, self.shuffle_buffer = int(seed), bool(shuffle), int(shuffle_buffer)
         self.gene_sampling, self.sampling_alpha = gene_sampling, float(sampling_alpha)
         self.rate_clip = (float(rate_clip[0]), float(rate_clip[1]))
+        self.nonspatial_rate = float(nonspatial_rate)
         self.include_holdout, self.infinite = bool(include_holdout), bool(infinite)
         self.rank, self.world_size = rank, world_size
         self.read_batch = int(read_batch)
@@ -297,6 +307,14 @@ class GeneVideoDataset(_torch_iterable_base()):
             [any(abs(float(t) - h) < 1e-6 for h in hold_t) for t in self.timepoints], dtype=bool)
         nnz_mean = m.get("nnz_fraction_mean")
         self._nnz_mean = float(nnz_mean) if nnz_mean else None
+        self._spatial = None
+        if gene_sampling == "spatial":
+            flags = m.get("spatially_variable")
+            if flags is None or len(flags) != self.num_genes:
+                raise InputError(f"{self.source}: gene_sampling 'spatial' needs meta['spatially_"
+                                 f"variable'] with one flag per gene (prepared by an older "
+                                 f"videogene?); run `videogene prepare` again")
+            self._spatial = np.asarray(flags, dtype=bool)
         self._hf = None
         self._masks_f = self.masks.reshape(len(self.masks), -1).astype(np.float32)
         # slices covering each pixel per frame: the day image's denominator for a gene that
@@ -322,9 +340,11 @@ class GeneVideoDataset(_torch_iterable_base()):
                 self._hf = load_dataset(self.source, split="train", streaming=True)
         return self._hf
 
-    def _rate(self, nnz_fraction: float) -> float:
+    def _rate(self, nnz_fraction: float, gene_id: int | None = None) -> float:
         if self.gene_sampling == "uniform":
             return 1.0
+        if self.gene_sampling == "spatial":
+            return 1.0 if self._spatial[gene_id] else self.nonspatial_rate
         if self._nnz_mean is None:
             self._nnz_mean = self._compute_nnz_mean()
         base = nnz_fraction / max(self._nnz_mean, 1e-12)
@@ -458,9 +478,10 @@ class GeneVideoDataset(_torch_iterable_base()):
         mix: list = []
         mix_size = 32 if (self.shuffle and self.gene_sampling == "nnz") else 0
         for row in self._rows(epoch, rank, world, wid, nw):
-            rate = self._rate(row[2])
+            rate = self._rate(row[2], row[0])
             n_emit = int(np.floor(rate)) + int(rng.random() < rate - np.floor(rate))
-            weight = 1.0 / rate if rate > 0 else 0.0
+            weight = (1.0 if self.gene_sampling == "spatial"
+                      else 1.0 / rate if rate > 0 else 0.0)
             for _ in range(n_emit):
                 if mix_size:
                     mix.append((row, weight))

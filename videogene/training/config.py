@@ -26,7 +26,7 @@ import yaml
 from ..errors import InputError
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
-GENE_SAMPLING = ("uniform", "nnz")
+GENE_SAMPLING = ("uniform", "nnz", "spatial")  # videogene.data.stream.GENE_SAMPLING
 SLICE_DRAW = ("random", "aligned", "context_aligned")  # videogene.data.stream.SLICE_DRAW
 GENE_EMBEDDING_INITS = ("random", "data")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -52,7 +52,9 @@ class DataConfig:
 
     path: str = ""  # prepared dataset folder (videogene prepare) or a Hub dataset id
     holdout_timepoints: tuple[float, ...] | None = None  # added to the dataset meta's hold-out
-    gene_sampling: str = "uniform"  # "uniform" or "nnz" (sample genes by non-zero fraction)
+    gene_sampling: str = "uniform"  # "uniform", "nnz" (by non-zero fraction) or "spatial"
+    nonspatial_rate: float = 0.25  # gene_sampling "spatial": visits per epoch of a gene without
+    # spatial signal (meta["spatially_variable"] false); the others get one
     shuffle_buffer: int = 256
     slice_draw: str = "random"  # "random" (a slice per time point), "aligned" (one position for
     # all) or "context_aligned" (aligned for the examples given clean context, random otherwise)
@@ -62,6 +64,8 @@ class DataConfig:
         _check_choice("data.", "slice_draw", self.slice_draw, SLICE_DRAW)
         if self.shuffle_buffer < 1:
             raise InputError(f"config data.shuffle_buffer={self.shuffle_buffer}: must be >= 1")
+        if not 0 < self.nonspatial_rate <= 1:
+            raise InputError(f"config data.nonspatial_rate={self.nonspatial_rate}: must be in (0, 1]")
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ def build_dataset(cfg: TrainConfig, dataset_dir: Path, *, rank: int = 0, world_s
     return GeneVideoDataset(
         dataset_dir, seed=cfg.seed if seed is None else seed, rank=rank, world_size=world_size,
         gene_sampling=gene_sampling or cfg.data.gene_sampling, shuffle_buffer=cfg.data.shuffle_buffer,
+        nonspatial_rate=cfg.data.nonspatial_rate,
         holdout_timepoints=None if holdout is None else list(holdout),
         infinite=False,  # one pass per iter(); batch_stream moves the epochs (set_epoch)
         context_video=model_cfg.get("context_source", "slice") == "timepoint_mean",
