@@ -140,6 +140,10 @@ def test_model_card_renders(tiny_dataset):
     assert "| val/denoising_loss | 0.1235 |" in card
     assert "**synthetic** atlas" in card  # the tiny dataset comes from the synthetic atlas
     assert "## Limitations" in card and "## Intended use" in card
+    spatial = load_config(TINY, [f"data.path={tiny_dataset}", "data.gene_sampling=spatial",
+                                 "data.nonspatial_rate=0.5"])
+    card = render_model_card(spatial, meta, step=1)
+    assert "| gene sampling | spatial (genes without spatial signal at 0.5 visits per epoch) |" in card
     assert "{{" not in card and "{%" not in card
 
 

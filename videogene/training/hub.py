@@ -56,7 +56,10 @@ def render_model_card(cfg: TrainConfig, meta: Mapping[str, Any], *, step: int,
         rescale_betas_zero_snr=d.rescale_betas_zero_snr, snr_gamma=d.snr_gamma,
         loss_weighting=d.loss_weighting, sigma_data=d.sigma_data, snr_shift=d.snr_shift,
         timestep_sampling=d.timestep_sampling, context_none_prob=d.context_none_prob,
-        tissue_loss_weight=d.tissue_loss_weight, gene_sampling=cfg.data.gene_sampling,
+        tissue_loss_weight=d.tissue_loss_weight,
+        gene_sampling=cfg.data.gene_sampling + (
+            f" (genes without spatial signal at {cfg.data.nonspatial_rate:g} visits per epoch)"
+            if cfg.data.gene_sampling == "spatial" else ""),
         slice_draw=cfg.data.slice_draw,
         gene_dropout=d.gene_dropout, use_ema=cfg.use_ema, ema_decay=cfg.ema_decay,
         mixed_precision=cfg.mixed_precision,
