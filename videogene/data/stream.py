@@ -340,15 +340,18 @@ class GeneVideoDataset(_torch_iterable_base()):
                 self._hf = load_dataset(self.source, split="train", streaming=True)
         return self._hf
 
-    def _rate(self, nnz_fraction: float, gene_id: int | None = None) -> float:
+    def _visits(self, gene_id: int, nnz_fraction: float) -> tuple[float, float]:
+        """``(rate, sample_weight)`` of a gene under ``gene_sampling``: its expected emissions
+        per epoch and the loss weight of each."""
         if self.gene_sampling == "uniform":
-            return 1.0
-        if self.gene_sampling == "spatial":
-            return 1.0 if self._spatial[gene_id] else self.nonspatial_rate
+            return 1.0, 1.0
+        if self.gene_sampling == "spatial":  # moves the objective too: no re-weighting
+            return (1.0 if self._spatial[gene_id] else self.nonspatial_rate), 1.0
         if self._nnz_mean is None:
             self._nnz_mean = self._compute_nnz_mean()
         base = nnz_fraction / max(self._nnz_mean, 1e-12)
-        return float(np.clip(base ** self.sampling_alpha if base > 0 else 0.0, *self.rate_clip))
+        rate = float(np.clip(base ** self.sampling_alpha if base > 0 else 0.0, *self.rate_clip))
+        return rate, (1.0 / rate if rate > 0 else 0.0)
 
     def _compute_nnz_mean(self) -> float:
         ds = self._hf_dataset().select_columns(["nnz_fraction"])
@@ -478,10 +481,8 @@ class GeneVideoDataset(_torch_iterable_base()):
         mix: list = []
         mix_size = 32 if (self.shuffle and self.gene_sampling == "nnz") else 0
         for row in self._rows(epoch, rank, world, wid, nw):
-            rate = self._rate(row[2], row[0])
+            rate, weight = self._visits(row[0], row[2])
             n_emit = int(np.floor(rate)) + int(rng.random() < rate - np.floor(rate))
-            weight = (1.0 if self.gene_sampling == "spatial"
-                      else 1.0 / rate if rate > 0 else 0.0)
             for _ in range(n_emit):
                 if mix_size:
                     mix.append((row, weight))
