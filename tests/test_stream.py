@@ -306,6 +306,9 @@ def test_spatial_sampling_visits_the_spatially_variable_genes(tiny_dataset, tmp_
     meta_path.write_text(json.dumps(raw))
     with pytest.raises(InputError, match="old: gene_sampling 'spatial' needs .*videogene prepare"):
         GeneVideoDataset(old, gene_sampling="spatial")
+    meta_path.write_text(json.dumps(dict(raw, spatially_variable=[True, False])))
+    with pytest.raises(InputError, match="old: 'spatially_variable' has 2 entries"):
+        GeneVideoDataset(old, gene_sampling="spatial")
     with pytest.raises(InputError, match="nonspatial_rate"):
         GeneVideoDataset(tiny_dataset, gene_sampling="spatial", nonspatial_rate=0)
 

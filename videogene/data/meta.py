@@ -10,7 +10,8 @@ the one place each fact is derived:
   (a local folder or a Hub dataset id), :func:`resolve_dataset` (the whole folder);
 - :meth:`DatasetMeta.load` / :meth:`DatasetMeta.save`;
 - layout: ``genes``, ``gene_index``, ``timepoints``, ``resolution``, ``slices``,
-  ``value_max``, :meth:`~DatasetMeta.slices_by_timepoint`, :meth:`~DatasetMeta.reference_slice`;
+  ``value_max``, ``spatially_variable``, :meth:`~DatasetMeta.slices_by_timepoint`,
+  :meth:`~DatasetMeta.reference_slice`;
 - units (:mod:`videogene.data.units`): :meth:`~DatasetMeta.gene_scales`,
   :meth:`~DatasetMeta.model_units`, :meth:`~DatasetMeta.to_model_units`,
   :meth:`~DatasetMeta.to_expression`;
@@ -154,6 +155,19 @@ class DatasetMeta(dict):
     @property
     def value_max(self) -> float:
         return float(self.get("value_max", DEFAULT_VALUE_MAX))
+
+    @property
+    def spatially_variable(self) -> np.ndarray | None:
+        """``meta["spatially_variable"]`` as a ``(genes,)`` bool array; None for a dataset
+        prepared before prepare wrote it; InputError when it does not have one flag per gene."""
+        flags = self.get("spatially_variable")
+        if flags is None:
+            return None
+        n = len(self.require("genes"))
+        if len(flags) != n:
+            raise InputError(f"{self.source}: 'spatially_variable' has {len(flags)} entries for "
+                             f"{n} genes")
+        return np.asarray(flags, dtype=bool)
 
     def slices_by_timepoint(self) -> dict[float, list[int]]:
         from .holdout import slices_by_timepoint

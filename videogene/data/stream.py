@@ -309,12 +309,11 @@ class GeneVideoDataset(_torch_iterable_base()):
         self._nnz_mean = float(nnz_mean) if nnz_mean else None
         self._spatial = None
         if gene_sampling == "spatial":
-            flags = m.get("spatially_variable")
-            if flags is None or len(flags) != self.num_genes:
+            self._spatial = m.spatially_variable
+            if self._spatial is None:
                 raise InputError(f"{self.source}: gene_sampling 'spatial' needs meta['spatially_"
-                                 f"variable'] with one flag per gene (prepared by an older "
-                                 f"videogene?); run `videogene prepare` again")
-            self._spatial = np.asarray(flags, dtype=bool)
+                                 f"variable'] (prepared by an older videogene); run `videogene "
+                                 f"prepare` again")
         self._hf = None
         self._masks_f = self.masks.reshape(len(self.masks), -1).astype(np.float32)
         # slices covering each pixel per frame: the day image's denominator for a gene that

@@ -188,11 +188,8 @@ def _spatial_flags(meta: Mapping, genes: Sequence[str], *, name: str, dataset_di
     """``meta["spatially_variable"]`` per gene; for a dataset prepared without it, the same
     statistic computed here from the genes' canvases (:func:`spatial_signal`) when
     ``dataset_dir`` is given, else InputError naming ``name``."""
-    flags = meta.get("spatially_variable")
+    flags = DatasetMeta.of(meta, source=name).spatially_variable
     if flags is not None:
-        if len(flags) != len(meta["genes"]):
-            raise InputError(f"{name}: 'spatially_variable' has {len(flags)} entries for "
-                             f"{len(meta['genes'])} genes")
         return {str(g): bool(f) for g, f in zip(meta["genes"], flags)}
     if dataset_dir is None:
         raise InputError(f"{name}: videogene_meta.json has no 'spatially_variable' (prepared by an "
