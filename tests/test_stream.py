@@ -351,3 +351,23 @@ def test_reading_some_genes_reads_only_their_row_groups(sharded_dataset, pick, m
     shards = {genes.index(g) // 12 for g in want}
     assert len(reads) == len(shards)  # one row group (12 genes) per shard that holds a wanted gene
     assert list(stored_slices(sharded_dataset, genes=want)) == want
+
+
+def test_infinite_stream_outlives_an_epoch_that_emits_nothing(tiny_dataset):
+    """Under `spatial` sampling a shard of genes without spatial signal can draw no visit in an
+    epoch; the infinite stream goes on to the next epoch instead of ending training."""
+    import itertools
+
+    from videogene.data import load_metadata
+
+    flags = np.asarray(load_metadata(tiny_dataset)["spatially_variable"], dtype=bool)
+    n = len(flags)
+    kw = dict(world_size=n, gene_sampling="spatial", nonspatial_rate=0.2)
+    # one gene per rank: a rank whose gene has no spatial signal, a seed whose first epoch is empty
+    rank = next(r for r in range(n) if not flags[int(_epoch(GeneVideoDataset(
+        tiny_dataset, rank=r, world_size=n, infinite=False))[0]["gene_id"])])
+    seed = next(s for s in range(50)
+                if not _epoch(GeneVideoDataset(tiny_dataset, rank=rank, infinite=False, seed=s, **kw)))
+    ds = GeneVideoDataset(tiny_dataset, rank=rank, seed=seed, **kw)
+    got = list(itertools.islice(iter(ds), 3))
+    assert len(got) == 3
