@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import report  # noqa: E402
 
-CHOICES = {
-    "uniform (default)": [],
+CHOICES = {  # uniform pinned: the configs' default is now `spatial`
+    "uniform": ["data.gene_sampling=uniform"],
     "nnz sampling + re-weighting": ["data.gene_sampling=nnz"],
-    "uniform + tissue emphasis x3": ["diffusion.tissue_loss_weight=3.0"],
+    "uniform + tissue emphasis x3": ["data.gene_sampling=uniform", "diffusion.tissue_loss_weight=3.0"],
 }
 
 

@@ -285,7 +285,8 @@ def test_two_process_run(tiny_dataset, tmp_path):
            f"output_dir={out}",
            "max_steps=4", "checkpointing_steps=2", "validation_steps=4", "checkpoints_total_limit=1",
            "debug_dump_weights=true", "report_to=tensorboard", "validation.num_inference_steps=2",
-           "validation.num_genes=2", "validation.loss_batches=1"]
+           "validation.num_genes=2", "validation.loss_batches=1",
+           "data.gene_sampling=uniform"]  # full batches: every gene of a shard once per epoch
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
