@@ -59,11 +59,11 @@ def is_legacy(meta: Mapping) -> bool:
 
 
 def require_meta_field(meta: Mapping, key: str, dataset: object = "dataset") -> object:
-    """``meta[key]``, or a one-line InputError naming ``dataset`` and the missing field."""
-    if key not in meta:
-        raise InputError(f"{dataset}: the dataset metadata has no {key!r} (prepared by an older "
-                         "videogene); run `videogene prepare` again")
-    return meta[key]
+    """``meta[key]``, or a one-line InputError naming ``dataset`` and the missing field
+    (:meth:`DatasetMeta.require` for a plain mapping)."""
+    from .meta import DatasetMeta
+
+    return DatasetMeta(meta, source=dataset).require(key)
 
 
 def _check_params(params: Mapping) -> dict:
