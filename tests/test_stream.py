@@ -353,12 +353,14 @@ def test_reading_some_genes_reads_only_their_row_groups(sharded_dataset, pick, m
     assert list(stored_slices(sharded_dataset, genes=want)) == want
 
 
-def test_infinite_stream_outlives_an_epoch_that_emits_nothing(tiny_dataset):
+def test_streams_outlive_an_epoch_that_emits_nothing(tiny_dataset):
     """Under `spatial` sampling a shard of genes without spatial signal can draw no visit in an
-    epoch; the infinite stream goes on to the next epoch instead of ending training."""
+    epoch; the infinite stream and training's batch stream go on to the next epoch instead of
+    ending (or failing) training. A rank whose shard has no gene still fails in one line."""
     import itertools
 
     from videogene.data import load_metadata
+    from videogene.training.stream import batch_stream, build_loader
 
     flags = np.asarray(load_metadata(tiny_dataset)["spatially_variable"], dtype=bool)
     n = len(flags)
@@ -369,5 +371,13 @@ def test_infinite_stream_outlives_an_epoch_that_emits_nothing(tiny_dataset):
     seed = next(s for s in range(50)
                 if not _epoch(GeneVideoDataset(tiny_dataset, rank=rank, infinite=False, seed=s, **kw)))
     ds = GeneVideoDataset(tiny_dataset, rank=rank, seed=seed, **kw)
+    assert ds.has_genes(0)
     got = list(itertools.islice(iter(ds), 3))
     assert len(got) == 3
+    finite = GeneVideoDataset(tiny_dataset, rank=rank, seed=seed, infinite=False, **kw)
+    epochs = [e for e, _ in itertools.islice(batch_stream(build_loader(finite, 1)), 3)]
+    assert len(epochs) == 3 and epochs[0] > 0  # epoch 0 emitted nothing
+    nobody = GeneVideoDataset(tiny_dataset, rank=n, world_size=n + 1, infinite=False)
+    assert not nobody.has_genes(0)
+    with pytest.raises(InputError, match="shard yields no batch"):
+        next(batch_stream(build_loader(nobody, 1)))

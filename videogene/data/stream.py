@@ -475,14 +475,11 @@ class GeneVideoDataset(_torch_iterable_base()):
         return np.divide(total, cover, out=np.zeros_like(total), where=cover > 0).astype(np.float32)
 
     def _iter_epoch(self, epoch: int, rank: int, world: int, wid: int, nw: int):
-        """One epoch's examples; returns the number of gene rows the shard read."""
         rng = np.random.default_rng([self.seed, epoch, rank, wid])
         twin_rng = np.random.default_rng([self.seed, epoch, rank, wid, 2])
         mix: list = []
         mix_size = 32 if (self.shuffle and self.gene_sampling == "nnz") else 0
-        n_rows = 0
         for row in self._rows(epoch, rank, world, wid, nw):
-            n_rows += 1
             rate, weight = self._visits(row[0], row[2])
             n_emit = int(np.floor(rate)) + int(rng.random() < rate - np.floor(rate))
             for _ in range(n_emit):
@@ -500,17 +497,28 @@ class GeneVideoDataset(_torch_iterable_base()):
             mix[j], mix[-1] = mix[-1], mix[j]
             r, w = mix.pop()
             yield self._example(r, w, rng, twin_rng)
-        return n_rows
+
+    def has_genes(self, epoch: int | None = None) -> bool:
+        """Whether this rank's shard of ``epoch`` holds any gene (reads up to its first rows):
+        under ``nnz`` or ``spatial`` sampling an epoch of a small shard can emit no example
+        although it has genes."""
+        rank, world = _dist_info(self.rank, self.world_size)
+        return self._shard_has_rows(self.epoch if epoch is None else epoch, rank, world, 0, 1)
+
+    def _shard_has_rows(self, epoch: int, rank: int, world: int, wid: int, nw: int) -> bool:
+        return next(self._rows(epoch, rank, world, wid, nw), None) is not None
 
     def __iter__(self):
         rank, world, wid, nw = self._node()
         epoch = self.epoch
         while True:
-            # genes read, not examples: a sampled epoch may emit nothing from a small shard
-            n_rows = yield from self._iter_epoch(epoch, rank, world, wid, nw)
+            n = 0
+            for ex in self._iter_epoch(epoch, rank, world, wid, nw):
+                n += 1
+                yield ex
             if not self.infinite:
                 return
-            if n_rows == 0:
+            if n == 0 and not self._shard_has_rows(epoch, rank, world, wid, nw):
                 logger.warning("rank %d worker %d: no genes to stream (more workers than genes?)",
                                rank, wid)
                 return

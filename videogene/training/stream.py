@@ -67,7 +67,9 @@ def batch_stream(loader: DataLoader, *, start_batch: int = 0) -> Iterator[tuple[
 
     Each epoch re-seeds the dataset with ``set_epoch``; the first ``start_batch`` batches of
     the stream (what an interrupted run consumed) are skipped, whole epochs at once when the
-    loader's length is known exactly (single worker), else by reading and dropping them.
+    loader's length is known exactly (single worker), else by reading and dropping them. An
+    epoch without a batch is an error only when the rank's shard has no gene (a sampled epoch
+    of a small shard can be empty).
     """
     dataset = loader.dataset
     first_epoch, skip = 0, start_batch
@@ -87,7 +89,7 @@ def batch_stream(loader: DataLoader, *, start_batch: int = 0) -> Iterator[tuple[
                 skip -= 1
                 continue
             yield epoch, batch
-        if n == 0:
+        if n == 0 and not (hasattr(dataset, "has_genes") and dataset.has_genes(epoch)):
             raise InputError(f"dataset {getattr(dataset, 'dataset_dir', '')}: this rank's shard "
                              "yields no batch (too few genes for the number of processes?)")
 
