@@ -157,3 +157,16 @@ def test_accelerate_configs_parse():
         d = yaml.safe_load(p.read_text())
         assert d["distributed_type"] in {"MULTI_GPU", "FSDP", "DEEPSPEED", "MULTI_CPU", "NO"}
         assert int(d["num_processes"]) >= 1
+
+
+def test_config_is_light_and_shares_the_streams_choices():
+    """The config validates data.* choices against the stream's own lists without importing
+    torch (the stream module defines a torch dataset)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, videogene.training.config as c, videogene.data.choices as ch; "
+            "assert c.GENE_SAMPLING is ch.GENE_SAMPLING and c.SLICE_DRAW is ch.SLICE_DRAW; "
+            "bad = [m for m in ('torch', 'diffusers') if m in sys.modules]; assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

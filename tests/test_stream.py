@@ -126,7 +126,7 @@ def test_slice_draw(tiny_dataset, slice_draw):
     from videogene.training.config import load_config
     from videogene.training.stream import build_dataset
 
-    assert CONFIG_CHOICES == SLICE_DRAW
+    assert CONFIG_CHOICES is SLICE_DRAW  # one list, the stream's
     meta, masks = load_metadata(tiny_dataset), load_masks(tiny_dataset).astype(bool)
     ds = GeneVideoDataset(tiny_dataset, infinite=False, seed=5, slice_draw=slice_draw)
     assert ds.slice_draw == slice_draw
@@ -278,7 +278,7 @@ def test_spatial_sampling_visits_the_spatially_variable_genes(tiny_dataset, tmp_
     from videogene.data.stream import GENE_SAMPLING
     from videogene.training.config import GENE_SAMPLING as CONFIG_CHOICES
 
-    assert CONFIG_CHOICES == GENE_SAMPLING
+    assert CONFIG_CHOICES is GENE_SAMPLING  # one list, the stream's
     meta = load_metadata(tiny_dataset)
     flags = np.asarray(meta["spatially_variable"], dtype=bool)
     assert flags.any() and not flags.all()  # the tiny atlas has both kinds

@@ -12,11 +12,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..utils import get_logger
+from .choices import GENE_SAMPLING, SLICE_DRAW
 from .meta import MASKS_NAME, DatasetMeta, dataset_file
 from .units import gene_scales, model_units, to_model_units, zero_level
-
-SLICE_DRAW = ("random", "aligned", "context_aligned")  # how a visit picks each time point's slice
-GENE_SAMPLING = ("uniform", "nnz", "spatial")  # how often an epoch visits each gene
 
 logger = get_logger("videogene.data.stream")
 

@@ -23,11 +23,10 @@ from typing import Any
 
 import yaml
 
+from ..data.choices import GENE_SAMPLING, SLICE_DRAW
 from ..errors import InputError
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
-GENE_SAMPLING = ("uniform", "nnz", "spatial")  # videogene.data.stream.GENE_SAMPLING
-SLICE_DRAW = ("random", "aligned", "context_aligned")  # videogene.data.stream.SLICE_DRAW
 GENE_EMBEDDING_INITS = ("random", "data")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 LOSS_WEIGHTINGS = ("min_snr", "edm")
