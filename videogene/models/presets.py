@@ -28,9 +28,11 @@ _CONDITIONING = dict(coord_channels=True, gene_tokens=4, frame_time_embedding="f
                      frame_time_frequencies=2, context_channels=True)
 
 MODEL_PRESETS: dict[str, dict] = {
-    # milliseconds on CPU at 4 frames x 16x16: tests and smoke runs
+    # milliseconds on CPU at 4 frames x 16x16: tests and smoke runs. One head of 16 channels at
+    # the 16-channel level: torch's CPU attention kernel runs two heads of 8 at a third of the
+    # speed, same parameters and FLOPs (docs/training.md, "One attention head of 16 channels")
     "tiny": dict(block_out_channels=(8, 16), layers_per_block=1, spatial_attention=(False, True),
-                 attention_head_dim=8, norm_num_groups=4, gene_embed_dim=8, embed_dim=32,
+                 attention_head_dim=16, norm_num_groups=4, gene_embed_dim=8, embed_dim=32,
                  **_CONDITIONING),
     # a few M parameters: CPU experiments, small atlases
     "small": dict(block_out_channels=(32, 64, 128), layers_per_block=1,
