@@ -18,7 +18,7 @@ from videogene.models import (
     model_from_preset,
     preset_parameter_count,
 )
-from videogene.models.embeddings import interpolate_context
+from videogene.models.embeddings import fill_outside_tissue, interpolate_context
 
 NUM_GENES = 12
 
@@ -449,9 +449,49 @@ def test_interpolate_context_is_linear_in_time_between_given_frames(order):
     assert not nothing.any()
 
 
+def test_fill_outside_tissue_fills_ring_by_ring_and_keeps_the_tissue():
+    frames = torch.full((1, 2, 2, 7, 7), -0.3)  # (b, c, f, h, w)
+    tissue = torch.zeros(1, 1, 2, 7, 7)
+    tissue[0, 0, 0, 3, 2:4] = 1.0
+    frames[0, :, 0, 3, 2] = torch.tensor([1.0, 10.0])
+    frames[0, :, 0, 3, 3] = torch.tensor([3.0, 30.0])
+    out = fill_outside_tissue(frames, tissue, rings=2)
+    assert out.shape == frames.shape
+    torch.testing.assert_close(out[0, :, 0, 3, 2:4], frames[0, :, 0, 3, 2:4])  # tissue untouched
+    # ring 1: the mean of the tissue pixels among the 3x3 neighbours; ring 2: of ring 1's
+    torch.testing.assert_close(out[0, 0, 0, 3, 1], torch.tensor(1.0))
+    torch.testing.assert_close(out[0, 0, 0, 2, 2], torch.tensor(2.0))
+    torch.testing.assert_close(out[0, 1, 0, 3, 4], torch.tensor(30.0))
+    torch.testing.assert_close(out[0, 0, 0, 3, 0], torch.tensor(1.0))
+    torch.testing.assert_close(out[0, 0, 0, 1, 1], torch.tensor(1.5))  # mean of (2,1), (2,2)
+    assert (out[0, :, 0, 0] == -0.3).all() and (out[0, :, 0, :, 6] == -0.3).all()  # ring 3: kept
+    torch.testing.assert_close(out[:, :, 1], frames[:, :, 1])  # a frame without tissue: unchanged
+    assert (fill_outside_tissue(frames, tissue)[0, 0, 0] != -0.3).sum() == 2 + 10  # 7 // 4: 1 ring
+
+
+@pytest.mark.parametrize("fill", [False, True])
+def test_context_fill_reads_a_context_frame_only_inside_its_tissue(fill):
+    model = make_full_model(context_fill=fill)
+    inputs = make_inputs()
+    cmask = torch.tensor([[True, False, True, False], [False, True, False, False]])
+    ctx = torch.randn(2, 1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    base = run(model, **inputs, context=ctx, context_mask=cmask)
+    outside = inputs["tissue_mask"] == 0
+    changed = torch.where(outside, torch.full_like(ctx, 5.0), ctx)
+    other = run(model, **inputs, context=changed, context_mask=cmask)
+    if fill:  # outside its tissue a context frame shows its own tissue's edge, whatever it held
+        torch.testing.assert_close(other, base, atol=1e-5, rtol=0)
+    else:
+        assert (other - base).abs().max() > 1e-3
+    inside = run(model, **inputs, context=torch.where(outside, ctx, ctx + 1.0), context_mask=cmask)
+    assert (inside - base).abs().max() > 1e-3
+
+
 def test_context_interpolation_needs_context_channels():
     with pytest.raises(InputError, match="context_interpolation"):
         make_model(context_interpolation=True, context_channels=False)
+    with pytest.raises(InputError, match="context_fill"):
+        make_model(context_fill=True, context_channels=False)
 
 
 def test_self_condition_input():

@@ -14,6 +14,9 @@
 - :func:`interpolate_context`: every frame's time-linear interpolation of the given context
   frames around it (an input channel for in-filling: the network starts from the linear
   estimate and learns the correction).
+- :func:`fill_outside_tissue`: context frames filled outside their own tissue from the tissue's
+  edge, ring by ring (a day's tissue reaches past its neighbours', and the temporal attention
+  reads the context pixel by pixel).
 """
 
 from __future__ import annotations
@@ -96,6 +99,29 @@ def interpolate_context(context: Tensor, context_mask: Tensor, frame_times: Tens
     weights = (nn.functional.one_hot(i_prev, f) * w_prev[..., None]
                + nn.functional.one_hot(i_next, f) * w_next[..., None])  # (b, f_dst, f_src)
     return torch.einsum("bij,bcjhw->bcihw", weights.to(context.dtype), context)
+
+
+def fill_outside_tissue(frames: Tensor, tissue_mask: Tensor, *, rings: int | None = None) -> Tensor:
+    """``frames`` ``(b, c, f, h, w)`` with every pixel outside its frame's tissue filled from the
+    tissue, ring by ring: each ring's pixels take the mean of their already-filled 3x3 neighbours.
+
+    ``tissue_mask`` ``(b, 1, f, h, w)`` 0/1. ``rings`` None: ``max(h, w) // 4`` (pixels farther
+    from a frame's tissue keep their value; aligned sections overlap far more). A frame without
+    tissue is returned unchanged. Without it a context day reads as "not expressed" wherever the
+    day being generated has tissue that the context day lacks.
+    """
+    b, c, f, h, w = frames.shape
+    x = rearrange(frames, "b c f h w -> (b f) c h w")
+    known = rearrange(tissue_mask > 0.5, "b one f h w -> (b f) one h w").to(x.dtype)  # (n, 1, h, w)
+    total = x * known
+    for _ in range(max(h, w) // 4 if rings is None else int(rings)):
+        s = nn.functional.avg_pool2d(total, 3, stride=1, padding=1, divisor_override=1)
+        n = nn.functional.avg_pool2d(known, 3, stride=1, padding=1, divisor_override=1)
+        new = (known == 0) & (n > 0)  # (n, 1, h, w): the next ring
+        total = torch.where(new, s / n.clamp_min(1.0), total)
+        known = torch.where(new, torch.ones_like(known), known)
+    x = torch.where(known > 0, total, x)
+    return rearrange(x, "(b f) c h w -> b c f h w", b=b, f=f)
 
 
 class GeneTokens(nn.Module):

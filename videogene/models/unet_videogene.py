@@ -21,7 +21,8 @@ frames for in-filling (``context_channels``: masked conditional video diffusion,
 2022): the context video and a per-frame context mask are extra input channels, and the noisy
 input at context frames is zeroed, so training and sampling see the same thing there; with
 ``context_interpolation`` every frame also gets the time-linear interpolation of the context
-frames around it as an input channel.
+frames around it as an input channel; with ``context_fill`` each context frame is filled outside
+its own tissue from the tissue's edge (:func:`~videogene.models.embeddings.fill_outside_tissue`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,13 @@ from .blocks import (
     sinusoidal_embedding,
     zero_module,
 )
-from .embeddings import FrameTimeEmbedding, GeneTokens, coordinate_grid, interpolate_context
+from .embeddings import (
+    FrameTimeEmbedding,
+    GeneTokens,
+    coordinate_grid,
+    fill_outside_tissue,
+    interpolate_context,
+)
 
 #: What an observed day's context frame is (``context_source``).
 CONTEXT_SOURCES = ("slice", "timepoint_mean")
@@ -97,6 +104,9 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         context_interpolation: with ``context_channels``, also give every frame the time-linear
             interpolation of the context frames around it (``in_channels`` more channels;
             :func:`~videogene.models.embeddings.interpolate_context`).
+        context_fill: with ``context_channels``, fill each context frame outside its own tissue
+            (``tissue_mask``) from the tissue's edge, ring by ring, instead of showing the
+            zero-expression level there (:func:`~videogene.models.embeddings.fill_outside_tissue`).
         context_source: what the context frames of an observed day were trained on (the model
             only records it; the stream and :mod:`videogene.pipelines.context` follow it):
             ``"slice"``, one slice of the day, or ``"timepoint_mean"``, the per-pixel mean
@@ -139,6 +149,7 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         cross_attention: tuple[bool, ...] | None = None,
         context_channels: bool = False,
         context_interpolation: bool = False,
+        context_fill: bool = False,
         context_source: str = "slice",
         self_condition: bool = False,
         mask_channel: bool = True,
@@ -173,6 +184,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         cross = tuple(bool(c) and int(gene_tokens) > 0 for c in cross)
         if context_interpolation and not context_channels:
             raise InputError("context_interpolation: needs context_channels=True")
+        if context_fill and not context_channels:
+            raise InputError("context_fill: needs context_channels=True")
         if context_source not in CONTEXT_SOURCES:
             raise InputError(f"context_source: {context_source!r} is not one of {CONTEXT_SOURCES}")
         if context_source != "slice" and not context_channels:
@@ -338,6 +351,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
                      if context_mask is None else context_mask.to(torch.bool))
             cm = rearrange(cmask, "b f -> b 1 f 1 1").to(sample.dtype)
             ctx = torch.zeros_like(sample) if context is None else context.to(sample.dtype) * cm
+            if self.config.context_fill and tissue_mask is not None and context is not None:
+                ctx = fill_outside_tissue(ctx, tissue_mask.to(sample.dtype)) * cm  # (b, c, f, h, w)
             # the noisy frames at context positions are zeroed: the clean frame is the input
             channels = [sample * (1 - cm), ctx, cm.expand(b, 1, f, h, w)]
             if self.config.context_interpolation:

@@ -92,6 +92,7 @@ class ModelConfig:
     cross_attention: tuple[bool, ...] | None = None  # per level (None: the spatial-attention levels)
     context_channels: bool | None = None  # clean context frames as input (in-filling)
     context_interpolation: bool | None = None  # + their time-linear interpolation per frame
+    context_fill: bool | None = None  # context frames filled outside their tissue from its edge
     context_source: str | None = None  # "slice" or "timepoint_mean" (mean of the day's slices)
     self_condition: bool | None = None  # the model's previous clean estimate as input
     mask_channel: bool | None = None
