@@ -13,11 +13,12 @@ from videogene.errors import InputError
 STEPS = 3  # sampling steps: enough to exercise the multistep solvers, cheap on 2 CPU cores
 
 
-def _unet(genes, seed: int):
+def _unet(genes, seed: int, **model_kw):
     from videogene.models import model_from_preset
 
     torch.manual_seed(seed)
-    unet = model_from_preset("tiny", num_genes=len(genes), sample_size=16, gene_names=list(genes))
+    unet = model_from_preset("tiny", num_genes=len(genes), sample_size=16, gene_names=list(genes),
+                             **model_kw)
     # output projections are zero-initialised (a fresh model ignores gene and mask); give them
     # random weights so that genes, guidance, masks and weights make a difference
     for p in unet.parameters():
@@ -356,17 +357,11 @@ def test_context_frames_are_fed_to_the_model_and_copied_to_the_output(pipe):
 
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
 def test_self_conditioning_passes_the_previous_clean_estimate(meta_masks, guidance):
-    from videogene.models import model_from_preset
     from videogene.pipelines import VideoGenePipeline
 
     meta, masks = meta_masks
-    torch.manual_seed(0)
-    unet = model_from_preset("tiny", num_genes=len(meta["genes"]), sample_size=16,
-                             gene_names=list(meta["genes"]), self_condition=True)
-    for p in unet.parameters():
-        if p.ndim > 1 and not p.detach().any():
-            torch.nn.init.normal_(p, std=0.1)
-    p = VideoGenePipeline(unet=unet.eval(), scheduler=_scheduler())
+    unet = _unet(meta["genes"], 0, self_condition=True)
+    p = VideoGenePipeline(unet=unet, scheduler=_scheduler())
     p.set_metadata(meta, masks)
     calls, forward = [], unet.forward
 
@@ -382,3 +377,31 @@ def test_self_conditioning_passes_the_previous_clean_estimate(meta_masks, guidan
             c, u = prev.chunk(2)
             prev = torch.cat([u + guidance * (c - u)] * 2)
         torch.testing.assert_close(sc, prev)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_exact_outside_keeps_the_sampler_on_the_zero_level_outside(meta_masks, exact):
+    from videogene.data.units import zero_level
+    from videogene.pipelines import VideoGenePipeline
+
+    meta, masks = meta_masks
+    unet = _unet(meta["genes"], 0, exact_outside=exact)
+    p = VideoGenePipeline(unet=unet, scheduler=_scheduler())
+    p.set_metadata(meta, masks)
+    seen = []
+    unet.register_forward_pre_hook(lambda m, args: seen.append((args[0][:1], args[1][:1])))
+    # 4 steps: DDIM's "trailing" spacing steps to t - 100 // n, which is the next step's t
+    # only when n divides the 100 training steps
+    out = _run(p, [1], [10.0], sampler="ddim", num_inference_steps=4)
+    zero, sched = zero_level(p.model_units), p.scheduler
+    outside = ~torch.from_numpy(out.masks)  # (f, h, w)
+    # the noise each step's input implies outside the tissue for a clean value of the zero level
+    implied = []
+    for x, t in seen:
+        abar = sched.alphas_cumprod[t.long()].reshape(-1, 1, 1, 1, 1)
+        implied.append(((x - abar.sqrt() * zero) / (1 - abar).sqrt())[0, 0][outside])
+    drift = max(float((e - implied[0]).abs().max()) for e in implied)
+    if exact:  # DDIM on the exact outputs: the noise of the first step, carried to the end
+        assert drift < 1e-4
+    else:
+        assert drift > 0.1

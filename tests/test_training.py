@@ -774,3 +774,71 @@ def test_step_draws_on_cuda_without_host_syncs():
                           null_gene_id=4, context=True) for _ in range(2)]
     assert out[0][1]["mse"].device.type == "cuda"
     assert torch.equal(out[0][0], out[1][0])
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon", "sample"])
+def test_exact_outside_is_the_ideal_denoiser_outside(prediction_type):
+    from diffusers import DDPMScheduler
+
+    from videogene.pipelines.samplers import exact_outside, predicted_x0
+    from videogene.training.diffusion import noise_and_target
+
+    sched = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2",
+                          prediction_type=prediction_type)
+    g = torch.Generator().manual_seed(0)
+    zero = -0.4
+    tissue = (torch.rand(3, 1, 2, 8, 8, generator=g) > 0.5).float()  # (b, 1, f, h, w)
+    x0 = torch.where(tissue > 0, torch.rand(3, 1, 2, 8, 8, generator=g), torch.tensor(zero))
+    t = torch.tensor([0, 50, 99])
+    noisy, target = noise_and_target(sched, x0, torch.randn(x0.shape, generator=g), t)
+    pred = torch.randn(x0.shape, generator=g)
+    out = exact_outside(sched, noisy, pred, t, tissue, zero)
+    inside = tissue.bool().expand_as(out)
+    torch.testing.assert_close(out[inside], pred[inside])  # the network's own output in tissue
+    torch.testing.assert_close(out[~inside], target[~inside], atol=2e-3, rtol=1e-4)  # the target
+    x0_hat = predicted_x0(sched, noisy, out, t)
+    torch.testing.assert_close(x0_hat[~inside], torch.full_like(x0_hat[~inside], zero),
+                               atol=1e-3, rtol=0)
+    # max_snr: only the noisier examples (here t = 50 and 99, SNR <= 1) get the exact outputs
+    snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
+    assert snr[0] > 1 >= snr[1]
+    part = exact_outside(sched, noisy, pred, t, tissue, zero, max_snr=1.0)
+    torch.testing.assert_close(part[0], pred[0])
+    torch.testing.assert_close(part[1:], out[1:])
+
+
+def test_diffusion_loss_exact_outside_learns_the_tissue_only():
+    from videogene.training.diffusion import diffusion_loss, make_noise_scheduler
+
+    torch.manual_seed(0)
+    zero = -1.0
+    batch = _loss_batch(4, 3)
+    tissue = torch.zeros(4, 3, 1, 16, 16)
+    tissue[..., 4:12, 4:12] = 1
+    batch["tissue_mask"] = tissue
+    batch["video"] = torch.where(tissue > 0, batch["video"], torch.tensor(zero))
+    dcfg = load_config(None, []).diffusion
+    sched = make_noise_scheduler(dcfg)
+    outside = tissue.transpose(1, 2) == 0  # (b, 1, f, h, w)
+
+    def model(level):  # a model whose output is `level` outside the tissue and 0 inside
+        weight = torch.zeros((), requires_grad=True)
+
+        def forward(x, t, **kw):
+            out = torch.where(outside, torch.tensor(level), torch.zeros(())) * (1 + weight)
+            return type("Out", (), {"sample": out})()
+        return forward, weight
+
+    def loss(level, zero_level):
+        fwd, weight = model(level)
+        outside = None if zero_level is None else {"zero": zero_level}
+        value, _ = diffusion_loss(fwd, sched, batch, dcfg, generator=torch.Generator().manual_seed(3),
+                                  null_gene_id=4, outside=outside)
+        value.backward()
+        return float(value.detach()), float(weight.grad)
+
+    # with the exact outputs outside, what the network says there neither counts nor trains
+    (a, grad_a), (b, grad_b) = loss(0.0, zero), loss(5.0, zero)
+    assert a == pytest.approx(b, rel=1e-6) and grad_a == 0 and grad_b == 0
+    (c, _), (d, grad_d) = loss(0.0, None), loss(5.0, None)
+    assert d > c and grad_d != 0  # without, it does

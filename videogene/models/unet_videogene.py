@@ -115,6 +115,12 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             previous estimate of the clean video (``self_cond``, model units) is ``in_channels``
             more input channels; zeros when there is none.
         mask_channel: concatenate the tissue mask to the input as an extra channel.
+        exact_outside: the network's output outside the tissue is replaced, in training and in
+            every sampler, by the exact output of the known zero-expression level there
+            (:func:`~videogene.pipelines.samplers.exact_outside`; the model records it, its
+            forward pass lacks the noise schedule), so the loss covers the tissue only.
+        exact_outside_max_snr: with ``exact_outside``, only at the noise levels whose
+            signal-to-noise ratio is at most this (None: all).
         dropout: dropout inside residual blocks.
         attention_backend: ``"sdpa"`` (torch scaled_dot_product_attention) or ``"xformers"``.
         gene_embed_init_std: standard deviation of the initial gene table. Small, so that after
@@ -153,6 +159,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
         context_source: str = "slice",
         self_condition: bool = False,
         mask_channel: bool = True,
+        exact_outside: bool = False,
+        exact_outside_max_snr: float | None = None,
         dropout: float = 0.0,
         attention_backend: str = "sdpa",
         gene_embed_init_std: float = 0.02,

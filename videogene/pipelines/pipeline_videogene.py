@@ -42,6 +42,8 @@ from .samplers import (  # noqa: F401 (re-exported)
     check_sampler,
     default_guidance,
     default_sampler,
+    exact_outside,
+    exact_outside_args,
     is_infill,
     predicted_x0,
 )
@@ -443,6 +445,7 @@ class VideoGenePipeline(DiffusionPipeline):
         do_cfg = guidance_scale > 1.0
         null_id = int(self.unet.null_gene_id)
         value_max = self.value_max
+        outside = exact_outside_args(self.unet.config, units)
 
         mask = torch.from_numpy(mask_np).to(device=device, dtype=dtype)  # (f, h, w)
         frame_times = torch.tensor(times, device=device, dtype=dtype)  # (f,)
@@ -492,6 +495,8 @@ class VideoGenePipeline(DiffusionPipeline):
                 if do_cfg:
                     eps_c, eps_u = eps.chunk(2)
                     eps = eps_u + guidance_scale * (eps_c - eps_u)
+                if outside is not None:
+                    eps = exact_outside(sched, sched.scale_model_input(x, t), eps, t, mask, **outside)
                 if x0_prev is not None:
                     x0_prev = predicted_x0(sched, x, eps, t)
                 x = sched.step(eps, t, x, generator=generator, return_dict=False)[0]

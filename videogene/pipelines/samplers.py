@@ -119,15 +119,20 @@ def warn_outside_trained_range(timepoints: Sequence[float], trained: Sequence[fl
     return outside
 
 
+def _signal_noise(scheduler, noisy, timesteps):
+    """``(sqrt(abar), sqrt(1 - abar))`` at ``timesteps``, shaped ``(b, 1, 1, 1, 1)``."""
+    abar = scheduler.alphas_cumprod.to(noisy.device)[timesteps.to(noisy.device).long()]
+    abar = abar.to(noisy.dtype).reshape(-1, *([1] * (noisy.ndim - 1)))  # (b, 1, 1, 1, 1)
+    return abar.sqrt(), (1 - abar).sqrt()
+
+
 def predicted_x0(scheduler, noisy, pred, timesteps):
     """The clean video a model output ``pred`` implies at ``timesteps`` (shaped like ``noisy``),
     under ``scheduler.config.prediction_type`` (torch tensors; ``timesteps`` ``(b,)``): the
     inverse of :func:`videogene.training.diffusion.noise_and_target`'s
     target (``sqrt(abar) x_t - sqrt(1 - abar) v``, ``(x_t - sqrt(1 - abar) eps) / sqrt(abar)``
     or ``pred`` itself). Self-conditioning feeds it back as an input."""
-    abar = scheduler.alphas_cumprod.to(noisy.device)[timesteps.to(noisy.device).long()]
-    abar = abar.to(noisy.dtype).reshape(-1, *([1] * (noisy.ndim - 1)))  # (b, 1, 1, 1, 1)
-    a, s = abar.sqrt(), (1 - abar).sqrt()
+    a, s = _signal_noise(scheduler, noisy, timesteps)
     prediction_type = scheduler.config.prediction_type
     if prediction_type == "v_prediction":
         return a * noisy - s * pred
@@ -137,3 +142,46 @@ def predicted_x0(scheduler, noisy, pred, timesteps):
         return pred
     raise ValueError(f"scheduler prediction_type {prediction_type!r}: expected one of "
                      f"{', '.join(PREDICTION_TARGETS)}")
+
+
+def exact_outside(scheduler, noisy, pred, timesteps, tissue_mask, zero: float, *,
+                  max_snr: float | None = None):
+    """``pred`` with every pixel outside the tissue replaced by the exact model output there.
+
+    Outside the tissue the clean video is known, the zero-expression level ``zero`` (model
+    units, :func:`videogene.data.units.zero_level`), so the ideal denoiser's output follows from
+    ``noisy`` alone: ``(sqrt(abar) x_t - zero) / sqrt(1 - abar)`` for v, ``(x_t - sqrt(abar)
+    zero) / sqrt(1 - abar)`` for the noise, ``zero`` for the clean sample. A model with
+    ``exact_outside`` is trained and sampled through this, so the network fits the tissue only
+    and a sampler's trajectory stays on the zero level's outside the tissue. ``tissue_mask``
+    broadcasts against ``pred`` (``(b, 1, f, h, w)`` or ``(f, h, w)``; nonzero = tissue).
+    ``max_snr``: only at noise levels whose signal-to-noise ratio ``abar / (1 - abar)`` is at most
+    this (the high-noise ones, where the network would have to draw the tissue's edge from the
+    mask alone); None: at every level.
+    """
+    a, s = _signal_noise(scheduler, noisy, timesteps)
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "v_prediction":
+        exact = (a * noisy - zero) / s
+    elif prediction_type == "epsilon":
+        exact = (noisy - a * zero) / s
+    elif prediction_type == "sample":
+        exact = noisy * 0 + zero
+    else:
+        raise ValueError(f"scheduler prediction_type {prediction_type!r}: expected one of "
+                         f"{', '.join(PREDICTION_TARGETS)}")
+    keep = tissue_mask != 0
+    if max_snr is not None:
+        keep = keep | (a * a > max_snr * s * s)  # (b, 1, 1, 1, 1): too little noise, network's own
+    return pred.where(keep, exact.to(pred.dtype))
+
+
+def exact_outside_args(config, units) -> dict | None:
+    """The keyword arguments of :func:`exact_outside` (``zero``, ``max_snr``) for a model whose
+    ``config`` has ``exact_outside`` and data in model ``units`` (a ``model_units`` dict or the
+    dataset metadata); None for other models (old exports have no such field)."""
+    if not getattr(config, "exact_outside", False):
+        return None
+    from ..data.units import zero_level
+
+    return {"zero": zero_level(units), "max_snr": getattr(config, "exact_outside_max_snr", None)}

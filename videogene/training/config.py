@@ -96,6 +96,8 @@ class ModelConfig:
     context_source: str | None = None  # "slice" or "timepoint_mean" (mean of the day's slices)
     self_condition: bool | None = None  # the model's previous clean estimate as input
     mask_channel: bool | None = None
+    exact_outside: bool | None = None  # outputs outside the tissue: the exact zero-level ones
+    exact_outside_max_snr: float | None = None  # ... at noise levels of SNR <= this only
     dropout: float | None = None
     attention_backend: str | None = None  # "sdpa" (default) or "xformers"
     gene_embed_init_std: float | None = None  # initial spread of the gene table (0.02)

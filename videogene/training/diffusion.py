@@ -22,7 +22,7 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 from einops import rearrange
 
-from ..pipelines.samplers import PREDICTION_TARGETS, predicted_x0
+from ..pipelines.samplers import PREDICTION_TARGETS, exact_outside, predicted_x0
 from .config import DiffusionConfig
 
 
@@ -278,7 +278,8 @@ def batch_to_model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tensor],
                    dcfg: DiffusionConfig, *, generator: torch.Generator, null_gene_id: int,
-                   context: bool = False, self_condition: bool = False
+                   context: bool = False, self_condition: bool = False,
+                   outside: dict | None = None
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One micro-batch of the training objective; returns ``(loss, logs)``.
 
@@ -290,7 +291,11 @@ def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tenso
     ``noise + gamma * extra`` and the target with ``noise``, DDPM-IP); 4. model (with
     ``self_condition``: on a share ``dcfg.self_condition_prob`` of the micro-batches the model's
     own clean estimate from a first pass without gradient is the ``self_cond`` input, else
-    zeros; Chen et al. 2022); 5. masked (and tissue-emphasised) MSE per example over the
+    zeros; Chen et al. 2022; with ``outside``, the arguments of a model with ``exact_outside``
+    (:func:`~videogene.pipelines.samplers.exact_outside_args`), both passes' outputs outside
+    the tissue are the exact ones, :func:`~videogene.pipelines.samplers.exact_outside`, so the
+    network has no gradient there);
+    5. masked (and tissue-emphasised) MSE per example over the
     present frames that are not context, times the loss weight (min-SNR or EDM) and the
     stream's ``sample_weight``, averaged over the batch.
 
@@ -327,6 +332,12 @@ def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tenso
     # 4. model
     extra = ({} if ctx_mask is None
              else {"context": inp.get("context", x0), "context_mask": ctx_mask})
+
+    def with_exact_outside(out: torch.Tensor) -> torch.Tensor:
+        if outside is None:
+            return out
+        return exact_outside(scheduler, noisy, out, draws.timesteps, inp["tissue_mask"], **outside)
+
     call = dict(gene_ids=gene_ids, frame_times=inp["frame_times"], frame_mask=inp["frame_present"],
                 tissue_mask=inp["tissue_mask"], **extra)
     if self_condition:
@@ -336,9 +347,9 @@ def diffusion_loss(model, scheduler: DDPMScheduler, batch: dict[str, torch.Tenso
         call["self_cond"] = torch.zeros_like(noisy)
         if bool(coin < dcfg.self_condition_prob):
             with torch.no_grad():
-                first = model(noisy, draws.timesteps, **call).sample
+                first = with_exact_outside(model(noisy, draws.timesteps, **call).sample)
             call["self_cond"] = predicted_x0(scheduler, noisy, first, draws.timesteps).detach()
-    pred = model(noisy, draws.timesteps, **call).sample
+    pred = with_exact_outside(model(noisy, draws.timesteps, **call).sample)
     # 5. loss over the present frames that are not given as context
     scored = inp["frame_present"] if ctx_mask is None else inp["frame_present"] & ~ctx_mask
     per_example = masked_loss(pred, target, frame_present=scored,

@@ -92,6 +92,7 @@ class Trainer:
 
         from ..data import load_masks, load_metadata
         from ..models import VideoGeneUNet, count_parameters, estimate_flops, model_from_preset
+        from ..pipelines.samplers import exact_outside_args
         from . import checkpointing as ckpt
         from .diffusion import make_noise_scheduler
         from .gene_init import init_gene_table
@@ -149,6 +150,8 @@ class Trainer:
                                   gene_names=meta.genes, **cfg.model.overrides(),
                                   frame_time_range=frame_time_range(meta.timepoints))
         self.n_params = count_parameters(model)
+        # a model with exact_outside gets its outputs outside the tissue from the zero level
+        self.outside = exact_outside_args(model.config, meta.model_units())
         if self.is_main:
             flops = estimate_flops(model, num_frames)
             print(f"[train] model preset {cfg.model.preset}: {self.n_params:,} parameters, "
@@ -241,7 +244,8 @@ class Trainer:
             loss, _ = diffusion_loss(self.model, self.noise_scheduler, batch, cfg.diffusion,
                                      generator=gen, null_gene_id=self.null_gene_id,
                                      context=self.use_context,
-                                     self_condition=self.use_self_cond)
+                                     self_condition=self.use_self_cond,
+                                     outside=self.outside)
             acc.backward(loss)
             if acc.sync_gradients and cfg.max_grad_norm > 0:
                 acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -264,7 +268,8 @@ class Trainer:
         cfg, device, unet = self.cfg, self.accelerator.device, self.eval_unet
         unet.to(device)
         logs = {"val/denoising_loss": denoising_loss(unet, self.noise_scheduler, self.val_batches,
-                                                     seed=cfg.seed, device=device)}
+                                                     seed=cfg.seed, device=device,
+                                                     outside=self.outside)}
         genes, real = validation_genes(cfg, self.meta, self.val_batches)
         _, grid = sample_grid(unet, self.noise_scheduler, self.meta, self.masks, genes, real=real,
                               num_inference_steps=cfg.validation.num_inference_steps,

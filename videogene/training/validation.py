@@ -16,18 +16,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..pipelines.samplers import exact_outside
 from .diffusion import batch_to_model_inputs, masked_loss, noise_and_target
 
 
 @torch.no_grad()
 def denoising_loss(model, scheduler, batches: Sequence[dict[str, torch.Tensor]], *, seed: int = 0,
-                   device: torch.device | str = "cpu", per_gene: bool = False
-                   ) -> float | tuple[float, dict[int, float]]:
+                   device: torch.device | str = "cpu", per_gene: bool = False,
+                   outside: dict | None = None) -> float | tuple[float, dict[int, float]]:
     """Mean masked MSE over ``batches`` (stream batches), with deterministic noise.
 
     Timesteps are spread evenly over the schedule (example ``i`` of all examples gets
     ``(i + 0.5) / n * T``), so the number is stable and comparable between checkpoints. The
-    target follows ``scheduler.config.prediction_type`` (:func:`noise_and_target`).
+    target follows ``scheduler.config.prediction_type`` (:func:`noise_and_target`). With
+    ``outside`` (a model with ``exact_outside``: :func:`exact_outside_args`) the outputs
+    outside the tissue are the exact ones, as in training.
     With ``per_gene=True`` also returns ``{gene_id: loss}``.
     """
     was_training = model.training
@@ -49,6 +52,8 @@ def denoising_loss(model, scheduler, batches: Sequence[dict[str, torch.Tensor]],
         noisy, target = noise_and_target(scheduler, x0, noise, t)
         pred = model(noisy, t, gene_ids=inp["gene_id"], frame_times=inp["frame_times"],
                      frame_mask=inp["frame_present"], tissue_mask=inp["tissue_mask"]).sample
+        if outside is not None:
+            pred = exact_outside(scheduler, noisy, pred, t, inp["tissue_mask"], **outside)
         per_ex = masked_loss(pred, target, frame_present=inp["frame_present"])
         has_frames = inp["frame_present"].any(dim=1)
         total += float(per_ex[has_frames].sum())
