@@ -360,7 +360,8 @@ class VideoGeneUNet(ModelMixin, ConfigMixin):
             cm = rearrange(cmask, "b f -> b 1 f 1 1").to(sample.dtype)
             ctx = torch.zeros_like(sample) if context is None else context.to(sample.dtype) * cm
             if self.config.context_fill and tissue_mask is not None and context is not None:
-                ctx = fill_outside_tissue(ctx, tissue_mask.to(sample.dtype)) * cm  # (b, c, f, h, w)
+                # non-context frames are zeros and stay zeros: filling zeros gives zeros
+                ctx = fill_outside_tissue(ctx, tissue_mask.to(sample.dtype))  # (b, c, f, h, w)
             # the noisy frames at context positions are zeroed: the clean frame is the input
             channels = [sample * (1 - cm), ctx, cm.expand(b, 1, f, h, w)]
             if self.config.context_interpolation:

@@ -166,7 +166,7 @@ def exact_outside(scheduler, noisy, pred, timesteps, tissue_mask, zero: float, *
     elif prediction_type == "epsilon":
         exact = (noisy - a * zero) / s
     elif prediction_type == "sample":
-        exact = noisy * 0 + zero
+        exact = noisy.new_full(noisy.shape, zero)
     else:
         raise ValueError(f"scheduler prediction_type {prediction_type!r}: expected one of "
                          f"{', '.join(PREDICTION_TARGETS)}")
