@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from videogene.errors import InputError
 from videogene.models import MODEL_PRESETS, VideoGeneUNet, model_from_preset, preset_parameter_count
-from videogene.models.unet_videogene import remap_legacy_keys
+from videogene.models.legacy import remap_legacy_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = ROOT / "tests" / "data" / "unet_v1"
