@@ -7,9 +7,13 @@ convolution, sigma in pixels), and scored against the noise-free truth (median P
 genes). The days' images are the baselines' day means (`timepoint_image`, every slice of a day)
 or the reference slice of each day (what `context="observed"` gives the model). The held-out
 day's own real slice, blurred, is scored too: how far one noisy observation of the day is from
-its truth. With `--metrics` (an evaluation's metrics.json) the model's one-step in-filled
-posterior mean is printed beside them, and the posterior-mean Pearson a calibrated sampler
-would need for its mean of samples to reach `--target` (videogene.tl.calibration).
+its truth. So is the same smoothing of the observed days' *noise-free truth* (their reference
+slices): what an estimate that had removed every count of noise from the observed days (by
+pooling genes of one program, say) and then interpolated would score, a ceiling for any
+estimate built by smoothing the observed days. With `--metrics` (an evaluation's
+metrics.json) the model's one-step in-filled posterior mean is printed beside them, and the
+posterior-mean Pearson a calibrated sampler would need for its mean of samples to reach
+`--target` (videogene.tl.calibration).
 
     python benchmarks/bench_smoothers.py runs/steps4800/dataset_32_holdout12.5 \
         --metrics runs/steps4800/evaluate/metrics.json [--no-append]
@@ -40,9 +44,12 @@ from videogene.data.holdout import (  # noqa: E402
     tkey,
 )
 from videogene.errors import InputError  # noqa: E402
+from videogene.tl.baselines import synthetic_truth  # noqa: E402
 from videogene.tl.calibration import required_posterior_pearson  # noqa: E402
 from videogene.tl.heldout import collect_reference_frames, gene_sets, heldout_frames  # noqa: E402
 from videogene.tl.metrics import pearson  # noqa: E402
+
+CLEAN = "observed days' truth (no count noise)"
 
 
 def blur(img: np.ndarray, cover: np.ndarray, sigma: float) -> np.ndarray:
@@ -90,12 +97,14 @@ def main(argv=None) -> int:
     held = {tkey(t) for t in spec["timepoints"]}
     observed = sorted(t for t in byt if t not in held)
     index = {g: k for k, (g, _) in enumerate(fs.frames)}
+    clean = {t: synthetic_truth(meta, t, byt[t][0], list(index)) for t in observed}
     scores: dict[tuple, list[float]] = {}
     for g, canv in read_gene_canvases(ds, genes=list(index)):
         k = index[g]
         th, m, truth = fs.frames[k][1], fs.masks[k], fs.methods["truth"][k]
         days = {"day means": {t: timepoint_image(canv, masks, byt[t]) for t in observed},
-                "reference slices": {t: (canv[byt[t][0]], masks[byt[t][0]]) for t in observed}}
+                "reference slices": {t: (canv[byt[t][0]], masks[byt[t][0]]) for t in observed},
+                CLEAN: {t: (clean[t][g], masks[byt[t][0]]) for t in observed}}
         for source, imgs in days.items():
             for h in hs:
                 w = np.array([np.exp(-0.5 * ((t - th) / h) ** 2) for t in observed])
@@ -113,13 +122,16 @@ def main(argv=None) -> int:
         row = {"days' images": src, "kernel (days)": "-" if h is None else f"{h:g}"}
         row.update({f"blur {s:g} px": med[(src, h, s)] for s in sigmas})
         rows.append(row)
-    src, kern, sig = max((k for k in med if k[0] != "held-out real slice"), key=med.get)
+    src, kern, sig = max((k for k in med if k[0] not in ("held-out real slice", CLEAN)),
+                         key=med.get)
     top = med[(src, kern, sig)]
+    ceiling = max(v for k, v in med.items() if k[0] == CLEAN)
     notes = (f"{len(fs.frames)} `{a.gene_set}` genes of {ds}, held out "
              f"{', '.join(f'{t:g}' for t in spec['timepoints'])}; observed days "
              f"{', '.join(f'{t:g}' for t in observed)}. Best smoother of the observed days: "
              f"{src}, kernel {kern:g} d, blur {sig:g} px: {top:.3f} (chosen on the truth, so "
-             "optimistic).")
+             f"optimistic). The same smoothing of the observed days' noise-free truth: "
+             f"{ceiling:.3f} at best.")
     if a.metrics:
         summ = json.loads(Path(a.metrics).read_text())["summary"]
         cal = ((summ.get("calibration") or {}).get("passes") or {}).get("model_infill") or {}

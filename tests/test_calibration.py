@@ -123,6 +123,14 @@ def test_bench_smoothers_blur_and_run(tiny_dataset_holdout, tiny_dataset, capsys
                        "--sigmas", "0,1", "--no-append"]) == 0
     out = capsys.readouterr().out
     assert "| day means | 100 |" in out and "| held-out real slice | - |" in out
+    # the observed days' noise-free truth, smoothed the same way: the ceiling row
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): [float(x) for x in line.split("|")[3:5]]
+            for line in out.splitlines() if line.startswith("| ") and "|---" not in line
+            and "days' images" not in line}
+    clean = rows[(bench.CLEAN, "1")]
+    noisy = rows[("reference slices", "1")]
+    assert clean[0] > noisy[0]  # unblurred: no count noise beats count noise
+    assert "noise-free truth: 0." in out
     # a dataset without a held-out time point is a one-line error, not a traceback
     assert bench.main([str(tiny_dataset), "--no-append"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
